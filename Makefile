@@ -1,0 +1,33 @@
+# The two commands a person needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m agenthub.run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy agenthub jobs
+
+# Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's.
+test: lint typecheck
+	rm -rf .agenthub/test
+	AGENTHUB_DATA_DIR=$(CURDIR)/.agenthub/test $(BIN)/python -m agenthub.embedded_redis $(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .agenthub

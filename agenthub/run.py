@@ -1,0 +1,98 @@
+"""`make run`: migrate, load the demo, start Redis (if none is configured), the ASGI server and
+two workers, print where to go, and stop everything on Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+from agenthub.embedded_redis import embedded_redis
+
+WORKERS = 2
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agenthub.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    port = settings.AGENTHUB_PORT
+    bind = os.environ.get("AGENTHUB_BIND", "127.0.0.1")
+    url = f"http://{'localhost' if bind in ('127.0.0.1', '0.0.0.0') else bind}:{port}/"  # noqa: S104
+    settings.AGENTHUB_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], check=True)
+    subprocess.run([*manage, "load_demo", "--url", url], check=True)
+    with _redis() as redis_url:
+        env = {**os.environ, "REDIS_URL": redis_url}
+        children = [
+            subprocess.Popen(
+                ["daphne", "-b", bind, "-p", str(port), "agenthub.asgi:application"],
+                env=env,
+                executable=_bin("daphne"),
+            ),
+            *(
+                subprocess.Popen(
+                    [*manage, "agenthub_worker", "--name", f"agenthub-{os.getpid()}-{n}"], env=env
+                )
+                for n in range(1, WORKERS + 1)
+            ),
+        ]
+        print(
+            f"\nAgentHub is running at {url}\n"
+            f"Demo users and API tokens: {settings.AGENTHUB_DATA_DIR / 'demo-credentials.json'}\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        return _supervise(children)
+
+
+@contextlib.contextmanager
+def _redis() -> Iterator[str]:
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    with embedded_redis() as url:
+        print(f"REDIS_URL not set: started an embedded Redis at {url}")
+        yield url
+
+
+def _bin(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    failed = [c.args for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    return 1 if failed and not stopping else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

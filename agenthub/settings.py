@@ -1,0 +1,132 @@
+"""AgentHub settings. Every value comes from an environment variable documented in the README
+and docker/.env.example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from agenthub.env import env_bool, env_choice, env_int, env_list, env_path, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("AGENTHUB_DEBUG", False)
+SECRET_KEY = env_str("AGENTHUB_SECRET_KEY") or (
+    # Development default only: make run and the tests have no secret configured.
+    "agenthub-insecure-development-key-change-me"
+)
+ALLOWED_HOSTS = env_list(
+    "AGENTHUB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS = env_list("AGENTHUB_CSRF_TRUSTED_ORIGINS", [])
+
+AGENTHUB_DATA_DIR = env_path("AGENTHUB_DATA_DIR", str(BASE_DIR / ".agenthub"))
+# Made here because the SQLite database lives in it; sandbox users must be able to traverse it.
+AGENTHUB_DATA_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+AGENTHUB_PORT = env_int("AGENTHUB_PORT", 8000, minimum=1, maximum=65535)
+# Default sandbox backend for agents that do not name one. "local" runs without isolation and
+# is refused unless AGENTHUB_ALLOW_LOCAL_SANDBOX is set as well.
+AGENTHUB_SANDBOX = env_choice("AGENTHUB_SANDBOX", "bwrap", ("bwrap", "local"))
+AGENTHUB_ALLOW_LOCAL_SANDBOX = env_bool("AGENTHUB_ALLOW_LOCAL_SANDBOX", False)
+AGENTHUB_MAX_PROMPT_BYTES = env_int("AGENTHUB_MAX_PROMPT_BYTES", 64 * 1024, minimum=1)
+AGENTHUB_MAX_LOG_BYTES = env_int("AGENTHUB_MAX_LOG_BYTES", 10 * 1024 * 1024, minimum=1024)
+# An attempt whose worker has not written a heartbeat for this long is marked lost.
+AGENTHUB_HEARTBEAT_TIMEOUT = env_int("AGENTHUB_HEARTBEAT_TIMEOUT", 30, minimum=5)
+AGENTHUB_RECONCILE_INTERVAL = env_int("AGENTHUB_RECONCILE_INTERVAL", 10, minimum=1)
+AGENTHUB_TEAM_CONCURRENCY = env_int("AGENTHUB_TEAM_CONCURRENCY", 2, minimum=1)
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_rq",
+    "django_htmx",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "agenthub.urls"
+ASGI_APPLICATION = "agenthub.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_default_db = f"sqlite:///{AGENTHUB_DATA_DIR / 'agenthub.sqlite3'}"
+DATABASES = {
+    "default": dj_database_url.parse(env_str("DATABASE_URL") or _default_db, conn_max_age=0)
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, workers and tests write concurrently: wait for the lock instead of failing, and take
+    # the write lock at BEGIN so two writers never deadlock on an upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(AGENTHUB_DATA_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = AGENTHUB_DATA_DIR / "static"
+LOGIN_URL = "/admin/login/"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "agenthub:channels"},
+    }
+}
+
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "jobs": {"handlers": ["console"], "level": env_str("AGENTHUB_LOG_LEVEL", "INFO")},
+        "rq.worker": {"handlers": ["console"], "level": "WARNING"},
+    },
+}

@@ -1,0 +1,357 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+NAME_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9._-]{0,63}$",
+    "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",
+)
+# 10 characters from a 32-letter alphabet: 50 bits, short enough to say aloud, not guessable.
+PUBLIC_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+
+
+def new_public_id() -> str:
+    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(10))
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=64, unique=True, validators=[NAME_VALIDATOR])
+    # How many attempts of this team may run at once; the rest wait in the queue.
+    concurrency_limit = models.PositiveIntegerField(
+        default=2, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    MEMBER = "member"
+    REVIEWER = "reviewer"
+    ADMIN = "admin"
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+    @property
+    def can_review(self) -> bool:
+        return self.role in (Role.REVIEWER, Role.ADMIN)
+
+
+class Repository(models.Model):
+    team = models.ForeignKey(Team, models.CASCADE, related_name="repositories")
+    name = models.CharField(max_length=64, validators=[NAME_VALIDATOR])
+    source = models.CharField(max_length=1000, help_text="Local path or clone URL it came from.")
+    # Merged results are pushed here when set (a local bare path or URL).
+    push_url = models.CharField(max_length=1000, blank=True)
+    store_path = models.CharField(max_length=1000, help_text="AgentHub's bare copy.")
+    default_branch = models.CharField(max_length=200, default="main")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="repo_name_per_team")]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return f"{self.team}/{self.name}"
+
+
+class Backend(models.TextChoices):
+    DEFAULT = "", "server default"
+    BWRAP = "bwrap"
+    LOCAL = "local"
+
+
+class Agent(models.Model):
+    # A null team makes the agent available to every team (the built-in presets).
+    team = models.ForeignKey(Team, models.CASCADE, null=True, blank=True, related_name="agents")
+    name = models.CharField(max_length=64, validators=[NAME_VALIDATOR])
+    description = models.CharField(max_length=500, blank=True)
+    # A bash script run inside the sandbox. The instruction is never pasted into it: it arrives as
+    # $AGENTHUB_PROMPT and $AGENTHUB_PROMPT_FILE, so a prompt cannot inject shell syntax.
+    command = models.TextField()
+    backend = models.CharField(max_length=16, choices=Backend.choices, blank=True, default="")
+    image = models.CharField(max_length=300, blank=True)
+    timeout_seconds = models.PositiveIntegerField(
+        default=1800, validators=[MinValueValidator(1), MaxValueValidator(24 * 3600)]
+    )
+    cpus = models.FloatField(
+        default=1.0, validators=[MinValueValidator(0.1), MaxValueValidator(64)]
+    )
+    memory_mb = models.PositiveIntegerField(
+        default=2048, validators=[MinValueValidator(64), MaxValueValidator(256 * 1024)]
+    )
+    max_processes = models.PositiveIntegerField(
+        default=256, validators=[MinValueValidator(8), MaxValueValidator(65536)]
+    )
+    network = models.BooleanField(default=False, help_text="Allow network egress.")
+    required_approvals = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    retry_allowed = models.BooleanField(default=True, help_text="Retry once when a worker dies.")
+    # Report-only agents (pytest, security-scan) never change code: their result is the log.
+    report_only = models.BooleanField(default=False)
+    secrets = models.JSONField(default=dict, blank=True, help_text="Env vars, masked in logs.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="agent_name_per_team"),
+            # NULLs are distinct in the constraint above, so the presets need their own.
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(team=None), name="preset_agent_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if not isinstance(self.secrets, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.secrets.items()
+        ):
+            raise ValidationError(
+                {"secrets": "Expected an object of string names to string values."}
+            )
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    NEEDS_REVIEW = "needs_review"
+    APPROVED = "approved"
+    MERGED = "merged"
+    NO_CHANGES = "no_changes"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    CHANGES_REQUESTED = "changes_requested"
+    CONFLICT = "conflict"
+
+
+class Job(models.Model):
+    public_id = models.CharField(max_length=16, unique=True, default=new_public_id, editable=False)
+    team = models.ForeignKey(Team, models.PROTECT, related_name="jobs")
+    repository = models.ForeignKey(Repository, models.PROTECT, related_name="jobs")
+    agent = models.ForeignKey(Agent, models.PROTECT, related_name="jobs")
+    submitter = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="jobs")
+    title = models.CharField(max_length=200)
+    prompt = models.TextField()
+    base_ref = models.CharField(max_length=200)
+    base_commit = models.CharField(max_length=64)
+    # The branch a merge lands on: base_ref when it names a branch, else the default branch.
+    target_branch = models.CharField(max_length=200)
+    priority = models.IntegerField(
+        default=0, validators=[MinValueValidator(-10), MaxValueValidator(10)]
+    )
+    attempts_requested = models.PositiveSmallIntegerField(default=1)
+    callback_url = models.URLField(blank=True)
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    merge_commit = models.CharField(max_length=64, blank=True)
+    conflicts = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    def reviews_qs(self) -> models.QuerySet[Review]:
+        return Review.objects.filter(attempt__job=self).select_related("attempt", "reviewer")
+
+
+class AttemptStatus(models.TextChoices):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+ACTIVE_ATTEMPT_STATUSES = (AttemptStatus.PREPARING, AttemptStatus.RUNNING)
+FINISHED_ATTEMPT_STATUSES = (
+    AttemptStatus.SUCCEEDED,
+    AttemptStatus.FAILED,
+    AttemptStatus.TIMED_OUT,
+    AttemptStatus.CANCELLED,
+    AttemptStatus.LOST,
+)
+
+
+class Attempt(models.Model):
+    job = models.ForeignKey(Job, models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    status = models.CharField(
+        max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.QUEUED
+    )
+    branch = models.CharField(max_length=200)
+    # The diff is taken against base_commit; the workspace starts at start_commit, which differs
+    # only for a follow-up attempt after "request changes" (it continues the previous result).
+    base_commit = models.CharField(max_length=64)
+    start_commit = models.CharField(max_length=64)
+    retry_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True)
+    # Set when handed to RQ; the dispatcher only hands out attempts up to the team's limit.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Written by the executing worker every few seconds; the reconciler marks attempts whose
+    # heartbeat stopped as lost.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    exit_code = models.IntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    progress = models.PositiveSmallIntegerField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True)
+    last_seq = models.PositiveIntegerField(default=0)
+    # The result: a commit on `branch` in the store, its patch and stats against base_commit.
+    result_commit = models.CharField(max_length=64, blank=True)
+    partial = models.BooleanField(default=False)
+    diff_hash = models.CharField(max_length=64, blank=True)
+    patch = models.TextField(blank=True)
+    files = models.JSONField(default=list, blank=True)
+    # Reproducibility card: backend, command, limits, base commit, tool versions.
+    card = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="attempt_number_per_job")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"{self.job.public_id}/{self.number}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_ATTEMPT_STATUSES
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.result_commit)
+
+
+class Event(models.Model):
+    attempt = models.ForeignKey(Attempt, models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    ts = models.DateTimeField()
+    kind = models.CharField(max_length=16)
+    stream = models.CharField(max_length=8, blank=True)
+    text = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["attempt", "seq"], name="gap_free_seq")]
+        ordering = ["attempt", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.attempt_id}#{self.seq} {self.kind}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts.isoformat(),
+            "kind": self.kind,
+            "stream": self.stream,
+            "text": self.text,
+            **({"data": self.data} if self.data else {}),
+        }
+
+
+class Decision(models.TextChoices):
+    APPROVE = "approve"
+    REJECT = "reject"
+    REQUEST_CHANGES = "request_changes"
+
+
+class Review(models.Model):
+    attempt = models.ForeignKey(Attempt, models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="reviews")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    # The approval holds only for the result it saw.
+    diff_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} {self.decision} {self.attempt}"
+
+
+class AuditEntry(models.Model):
+    ts = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Kept as text too, so the trail still names people after their account is gone.
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    team = models.ForeignKey(Team, models.SET_NULL, null=True, blank=True, related_name="+")
+    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="audit")
+    target = models.CharField(max_length=200, blank=True)
+    before = models.CharField(max_length=64, blank=True)
+    after = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.ts:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.target}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValidationError("Audit entries are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ValidationError("Audit entries are append-only.")
+
+
+def hash_token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12)
+    # Only the hash is stored; the key is shown once when created.
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, user: Any, name: str) -> tuple[ApiToken, str]:
+        key = "ah_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, prefix=key[:10], key_hash=hash_token(key))
+        return token, key

@@ -1,0 +1,271 @@
+"""Executes one attempt on a worker: shadow workspace, sandbox, output pump, result.
+
+Used by jobs.tasks.run_attempt. The git and sandbox work lives in jobs.workspace and
+jobs.sandbox; this module only sequences them and reports through jobs.services.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from jobs import events, services, workspace
+from jobs.models import Attempt, AttemptStatus
+from jobs.sandbox import SandboxError, get_backend
+from jobs.sandbox.base import Limits, SandboxProcess, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.25
+FLUSH_EVENTS = 500
+CANCEL_POLL_SECONDS = 0.5
+HEARTBEAT_SECONDS = 3.0
+# Sandboxed processes run as a host uid of their own, so limits and clean-up are per attempt.
+SANDBOX_UID_BASE = 200_000
+PROMPT_PATH = "/run/agenthub/prompt.txt"
+TOOLS_DIR = "/opt/agenthub"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute(attempt_id: int) -> None:
+    if not services.claim_attempt(attempt_id, worker_name()):
+        log.info("attempt %s was already taken", attempt_id)
+        return
+    beat = Heartbeat(attempt_id)
+    beat.start()
+    workdir = settings.AGENTHUB_DATA_DIR / "attempts" / str(attempt_id)
+    # A worker killed mid-attempt leaves its directory behind; this attempt starts afresh.
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        _execute(attempt_id, workdir)
+    except Exception as exc:
+        log.exception("attempt %s failed inside AgentHub", attempt_id)
+        services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"internal error: {exc}")
+    finally:
+        beat.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _execute(attempt_id: int, workdir: Path) -> None:
+    attempt = Attempt.objects.select_related("job__agent", "job__repository").get(pk=attempt_id)
+    job, agent = attempt.job, attempt.job.agent
+    store = Path(job.repository.store_path)
+    ws = workdir / "workspace"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, ws)
+    except workspace.GitError as exc:
+        services.finish_attempt(
+            attempt_id, AttemptStatus.FAILED, reason=f"could not prepare the workspace: {exc}"
+        )
+        return
+    prompt_file = workdir / "prompt.txt"
+    prompt_file.write_text(job.prompt)
+    prompt_file.chmod(0o644)
+    try:
+        backend = get_backend(
+            agent.backend or settings.AGENTHUB_SANDBOX,
+            allow_local=settings.AGENTHUB_ALLOW_LOCAL_SANDBOX,
+        )
+    except SandboxError as exc:
+        services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
+        return
+    tool_files, tool_env = _tools(backend.name)
+    spec = SandboxSpec(
+        workspace=ws,
+        command=agent.command,
+        env={
+            "AGENTHUB_JOB_ID": job.public_id,
+            "AGENTHUB_ATTEMPT": str(attempt.number),
+            "AGENTHUB_PROMPT": job.prompt,
+            "AGENTHUB_PROMPT_FILE": PROMPT_PATH,
+            **tool_env,
+            **agent.secrets,
+        },
+        limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
+        network=agent.network,
+        uid=SANDBOX_UID_BASE + attempt_id % 100_000,
+        ro_files={PROMPT_PATH: prompt_file, **tool_files},
+    )
+    card = {
+        "backend": backend.name,
+        "command": agent.command,
+        "limits": asdict(spec.limits),
+        "network": agent.network,
+        "base_commit": attempt.base_commit,
+        "start_commit": attempt.start_commit,
+        "agent": agent.name,
+        "agent_version": agent.pk,
+        "worker": worker_name(),
+        "uid": spec.uid,
+    }
+    services.mark_running(attempt_id, card)
+    status, exit_code, reason = _run(
+        attempt_id,
+        backend.start(spec),
+        agent.timeout_seconds,
+        events.Masker(agent.secrets.values()),
+    )
+    _finish(attempt, store, ws, workdir, status, exit_code, reason)
+
+
+def _tools(backend: str) -> tuple[dict[str, Path], dict[str, str]]:
+    """The host tools the built-in agents use (ruff, and pytest/bandit for the sandbox's
+    python3), bound read-only under /opt/agenthub, and the environment that finds them."""
+    bin_dir = Path(sys.executable).parent
+    files = {
+        f"{TOOLS_DIR}/bin/ruff": (bin_dir / "ruff").resolve(),
+        f"{TOOLS_DIR}/python": Path(sysconfig.get_paths()["purelib"]),
+    }
+    path = f"{bin_dir if backend == 'local' else TOOLS_DIR + '/bin'}:/usr/local/bin:/usr/bin:/bin"
+    return files, {"PATH": path, "PYTHONPATH": f"{TOOLS_DIR}/python"}
+
+
+def _run(
+    attempt_id: int, proc: SandboxProcess, timeout: int, masker: events.Masker
+) -> tuple[str, int | None, str]:
+    writer = EventWriter(attempt_id)
+    parser = events.OutputParser(masker)
+    deadline = time.monotonic() + timeout
+    next_cancel_check = 0.0
+    try:
+        while not proc.finished:
+            for line in proc.read(timeout=0.1):
+                writer.add(parser.feed(line.stream, line.text, line.ts))
+            writer.flush_if_due()
+            now = time.monotonic()
+            if now > deadline:
+                proc.kill()
+                return _drained(
+                    writer, parser, proc, AttemptStatus.TIMED_OUT, f"timed out after {timeout} s"
+                )
+            if now > next_cancel_check:
+                next_cancel_check = now + CANCEL_POLL_SECONDS
+                if Attempt.objects.filter(pk=attempt_id, cancel_requested=True).exists():
+                    proc.kill()
+                    return _drained(writer, parser, proc, AttemptStatus.CANCELLED, "cancelled")
+    except BaseException:
+        proc.kill()
+        raise
+    exit_code = proc.wait()
+    writer.flush()
+    if exit_code == 0:
+        return AttemptStatus.SUCCEEDED, 0, ""
+    return AttemptStatus.FAILED, exit_code, f"the agent exited with code {exit_code}"
+
+
+def _drained(
+    writer: EventWriter, parser: events.OutputParser, proc: SandboxProcess, status: str, reason: str
+) -> tuple[str, int | None, str]:
+    for line in proc.read(timeout=0.2):
+        writer.add(parser.feed(line.stream, line.text, line.ts))
+    writer.flush()
+    return status, proc.poll(), reason
+
+
+def _finish(
+    attempt: Attempt,
+    store: Path,
+    ws: Path,
+    workdir: Path,
+    status: str,
+    exit_code: int | None,
+    reason: str,
+) -> None:
+    """Commit whatever the agent left, even after a timeout or cancel (marked partial)."""
+    message = (
+        f"AgentHub job {attempt.job.public_id} attempt {attempt.number}\n\n{attempt.job.title}"
+    )
+    commit = workspace.snapshot(
+        store, ws, attempt.start_commit, attempt.branch, message, index_file=workdir / "index"
+    )
+    result = workspace.diff(store, attempt.base_commit, commit) if commit else None
+    if result is not None and not result.files:
+        result, commit = None, None
+    services.finish_attempt(
+        attempt.pk,
+        status,
+        exit_code=exit_code,
+        reason=reason,
+        result=result,
+        result_commit=commit or "",
+    )
+
+
+class EventWriter:
+    """Batches drafts so a chatty agent costs one transaction per batch, not per line."""
+
+    def __init__(self, attempt_id: int) -> None:
+        self.attempt_id = attempt_id
+        self.pending: list[events.Draft] = []
+        self.last_flush = time.monotonic()
+        self.logged_bytes = 0
+        self.truncated = False
+
+    def add(self, draft: events.Draft | None) -> None:
+        if draft is None:
+            return
+        if draft.kind == "log":
+            self.logged_bytes += len(draft.text)
+            if self.logged_bytes > settings.AGENTHUB_MAX_LOG_BYTES:
+                if not self.truncated:
+                    self.truncated = True
+                    limit = settings.AGENTHUB_MAX_LOG_BYTES
+                    self.pending.append(
+                        events.Draft("warning", f"output truncated after {limit} bytes")
+                    )
+                return
+        self.pending.append(draft)
+        if len(self.pending) >= FLUSH_EVENTS:
+            self.flush()
+
+    def flush_if_due(self) -> None:
+        if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        events.append_events(self.attempt_id, batch)
+        progress = [d for d in batch if d.kind == "progress"]
+        if progress:
+            services.record_progress(
+                self.attempt_id, progress[-1].data["percent"], progress[-1].text
+            )
+
+
+class Heartbeat(threading.Thread):
+    """Proves to the reconciler that this attempt's worker is alive, through every phase."""
+
+    def __init__(self, attempt_id: int) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{attempt_id}")
+        self.attempt_id = attempt_id
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(HEARTBEAT_SECONDS):
+                services.heartbeat(self.attempt_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+        close_old_connections()

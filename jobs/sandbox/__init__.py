@@ -1,0 +1,40 @@
+"""Run an untrusted agent command in a sandbox: one module per backend behind one interface."""
+
+from __future__ import annotations
+
+from jobs.sandbox.base import (
+    Backend,
+    Limits,
+    OutputLine,
+    SandboxError,
+    SandboxProcess,
+    SandboxSpec,
+)
+from jobs.sandbox.bwrap import BwrapBackend, find_bwrap
+from jobs.sandbox.local import LocalBackend
+
+__all__ = [
+    "Backend",
+    "Limits",
+    "OutputLine",
+    "SandboxError",
+    "SandboxProcess",
+    "SandboxSpec",
+    "find_bwrap",
+    "get_backend",
+]
+
+BACKENDS = ("bwrap", "local")
+
+
+def get_backend(name: str, *, allow_local: bool = False) -> Backend:
+    if name == "bwrap":
+        return BwrapBackend()
+    if name == "local":
+        if not allow_local:
+            raise SandboxError(
+                "the local backend runs agents without isolation; "
+                "set AGENTHUB_ALLOW_LOCAL_SANDBOX=1 to allow it"
+            )
+        return LocalBackend()
+    raise SandboxError(f"unknown sandbox backend {name!r}: choose one of {', '.join(BACKENDS)}")

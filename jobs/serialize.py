@@ -1,0 +1,85 @@
+"""JSON shapes shared by the API and the realtime messages, so both say the same thing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+
+from jobs.models import Attempt, Job
+
+
+def attempt_dict(attempt: Attempt) -> dict[str, Any]:
+    files = attempt.files or []
+    return {
+        "number": attempt.number,
+        "status": attempt.status,
+        "branch": attempt.branch,
+        "base_commit": attempt.base_commit,
+        "progress": attempt.progress,
+        "progress_message": attempt.progress_message,
+        "exit_code": attempt.exit_code,
+        "reason": attempt.reason,
+        "partial": attempt.partial,
+        "result_commit": attempt.result_commit or None,
+        "diff_hash": attempt.diff_hash or None,
+        "diff_stats": {
+            "files": len(files),
+            "added": sum(f.get("added", 0) for f in files),
+            "deleted": sum(f.get("deleted", 0) for f in files),
+        },
+        "files": files,
+        "retry_of": attempt.retry_of.number if attempt.retry_of else None,
+        "created_at": _iso(attempt.created_at),
+        "started_at": _iso(attempt.started_at),
+        "finished_at": _iso(attempt.finished_at),
+        "last_seq": attempt.last_seq,
+        "card": attempt.card,
+    }
+
+
+def job_summary(job: Job, latest: Attempt | None = None) -> dict[str, Any]:
+    latest = latest or job.attempts.order_by("-number").first()
+    return {
+        "id": job.public_id,
+        "url": reverse("api-job", args=[job.public_id]),
+        "status": job.status,
+        "title": job.title,
+        "team": job.team.name,
+        "repo": job.repository.name,
+        "agent": job.agent.name,
+        "submitter": job.submitter.get_username(),
+        "base_ref": job.base_ref,
+        "base_commit": job.base_commit,
+        "priority": job.priority,
+        "progress": latest.progress if latest else None,
+        "progress_message": latest.progress_message if latest else "",
+        "merge_commit": job.merge_commit or None,
+        "conflicts": job.conflicts,
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    attempts = list(job.attempts.select_related("retry_of").order_by("number"))
+    data = job_summary(job, attempts[-1] if attempts else None)
+    data["prompt"] = job.prompt
+    data["attempts"] = [attempt_dict(a) for a in attempts]
+    data["reviews"] = [
+        {
+            "attempt": r.attempt.number,
+            "reviewer": r.reviewer.get_username(),
+            "decision": r.decision,
+            "comment": r.comment,
+            "diff_hash": r.diff_hash,
+            "created_at": _iso(r.created_at),
+        }
+        for r in job.reviews_qs()
+    ]
+    return data
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,715 @@
+"""Every change of state goes through here: one transaction, one audit entry, and publishing or
+enqueueing scheduled on commit. Views, the API, the CLI and the RQ tasks only call these."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from jobs import events, workspace
+from jobs.errors import BadInput, Conflict, Forbidden, NotFound, TooLarge
+from jobs.models import (
+    ACTIVE_ATTEMPT_STATUSES,
+    Agent,
+    Attempt,
+    AttemptStatus,
+    AuditEntry,
+    Decision,
+    Job,
+    JobStatus,
+    Repository,
+    Review,
+    Team,
+)
+from jobs.serialize import job_summary
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+# Job states a person decided; a finishing attempt does not overwrite them unless it is newer.
+TERMINAL_JOB_STATUSES = (JobStatus.MERGED,)
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+def audit(
+    actor: Any,
+    action: str,
+    *,
+    team: Team | None = None,
+    job: Job | None = None,
+    target: str = "",
+    before: str = "",
+    after: str = "",
+    **data: Any,
+) -> AuditEntry:
+    is_user = actor is not None and getattr(actor, "pk", None) is not None
+    return AuditEntry.objects.create(
+        actor=actor if is_user else None,
+        actor_name=actor.get_username() if is_user else str(actor or "system"),
+        action=action,
+        team=team if team is not None else (job.team if job else None),
+        job=job,
+        target=target or (job.public_id if job else ""),
+        before=before,
+        after=after,
+        data=data,
+    )
+
+
+# --- repositories ------------------------------------------------------------------------------
+
+
+def register_repository(
+    actor: Any, team: Team, name: str, source: str, *, push_url: str = ""
+) -> Repository:
+    if Repository.objects.filter(team=team, name=name).exists():
+        raise BadInput(f"Team {team.name} already has a repository named {name!r}.", field="name")
+    source = _normalise_source(source)
+    store = settings.AGENTHUB_DATA_DIR / "stores" / team.name / f"{name}-{secrets.token_hex(4)}.git"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        workspace.create_store(source, store)
+    except workspace.GitError as exc:
+        raise BadInput(f"Could not copy {source!r}: {exc}", field="source") from exc
+    with transaction.atomic():
+        repo = Repository.objects.create(
+            team=team,
+            name=name,
+            source=source,
+            push_url=push_url,
+            store_path=str(store),
+            default_branch=workspace.default_branch(store),
+        )
+        audit(actor, "repository.register", team=team, target=name, source=source)
+    return repo
+
+
+def _normalise_source(source: str) -> str:
+    source = source.strip()
+    if not source or source.startswith("-"):
+        raise BadInput("Give a local path or a clone URL.", field="source")
+    if "://" in source or ":" in source.split("/")[0]:
+        return source
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise BadInput(f"No such path: {path}", field="source")
+    return str(path)
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+def submit_job(
+    user: Any,
+    *,
+    repo: str,
+    agent: str,
+    prompt: str,
+    base_ref: str | None = None,
+    title: str | None = None,
+    attempts: int = 1,
+    priority: int = 0,
+    callback_url: str = "",
+) -> Job:
+    repository = _find_repository(user, repo)
+    chosen = _find_agent(repository.team, agent)
+    _check_prompt(prompt)
+    if not 1 <= attempts <= MAX_ATTEMPTS:
+        raise BadInput(
+            f"attempts must be from 1 to {MAX_ATTEMPTS}, not {attempts}.", field="attempts"
+        )
+    if not -10 <= priority <= 10:
+        raise BadInput(f"priority must be from -10 to 10, not {priority}.", field="priority")
+    ref = base_ref or repository.default_branch
+    base_commit = _resolve(repository, ref)
+    store = Path(repository.store_path)
+    is_branch = _is_branch(store, ref)
+    with transaction.atomic():
+        job = Job.objects.create(
+            team=repository.team,
+            repository=repository,
+            agent=chosen,
+            submitter=user,
+            title=(title or _title_from(prompt))[:200],
+            prompt=prompt,
+            base_ref=ref,
+            base_commit=base_commit,
+            target_branch=ref if is_branch else repository.default_branch,
+            priority=priority,
+            attempts_requested=attempts,
+            callback_url=callback_url,
+        )
+        for number in range(1, attempts + 1):
+            _new_attempt(job, number, base_commit, base_commit)
+        audit(
+            user,
+            "job.submit",
+            job=job,
+            after=JobStatus.QUEUED,
+            agent=chosen.name,
+            repo=repository.name,
+            base_commit=base_commit,
+            attempts=attempts,
+        )
+        _on_commit_publish(job)
+        team_id = job.team_id
+        transaction.on_commit(lambda: dispatch(team_id))
+    return job
+
+
+def _find_repository(user: Any, name: str) -> Repository:
+    from jobs.access import teams
+
+    if not name:
+        raise BadInput("Name the repository to work on.", field="repo")
+    team_name, _, repo_name = name.rpartition("/")
+    found = Repository.objects.filter(team__in=teams(user), name=repo_name).select_related("team")
+    if team_name:
+        found = found.filter(team__name=team_name)
+    matches = list(found[:2])
+    if not matches:
+        raise BadInput(f"Unknown repository {name!r} in your teams.", field="repo")
+    if len(matches) > 1:
+        raise BadInput(
+            f"Several of your teams have {name!r}; write it as team/{repo_name}.", field="repo"
+        )
+    return matches[0]
+
+
+def _find_agent(team: Team, name: str) -> Agent:
+    # The team's own agent of that name wins over a built-in preset.
+    found = Agent.objects.filter(Q(team=team) | Q(team=None), name=name).order_by("team_id")
+    agent = found.exclude(team=None).first() or found.first()
+    if agent is None:
+        names = sorted(
+            set(Agent.objects.filter(Q(team=team) | Q(team=None)).values_list("name", flat=True))
+        )
+        raise BadInput(f"Unknown agent {name!r}; choose one of: {', '.join(names)}.", field="agent")
+    return agent
+
+
+def _check_prompt(prompt: str) -> None:
+    if not prompt or not prompt.strip():
+        raise BadInput("Write the instruction for the agent.", field="prompt")
+    size = len(prompt.encode())
+    limit = settings.AGENTHUB_MAX_PROMPT_BYTES
+    if size > limit:
+        raise TooLarge(f"The prompt is {size} bytes; the limit is {limit} bytes.", field="prompt")
+
+
+def _resolve(repository: Repository, ref: str) -> str:
+    try:
+        return workspace.resolve_commit(Path(repository.store_path), ref)
+    except workspace.InvalidRef as exc:
+        raise BadInput(str(exc), field="base_ref") from exc
+    except workspace.RefNotFound:
+        raise BadInput(
+            f"No branch, tag or commit {ref!r} in {repository.name}.", field="base_ref"
+        ) from None
+
+
+def _is_branch(store: Path, ref: str) -> bool:
+    found = workspace.run_git(
+        ["show-ref", "--verify", "--quiet", f"refs/heads/{ref}"], git_dir=store, check=False
+    )
+    return found.returncode == 0
+
+
+def _title_from(prompt: str) -> str:
+    first = prompt.strip().splitlines()[0] if prompt.strip() else "Untitled"
+    return first[:80]
+
+
+def _new_attempt(
+    job: Job, number: int, base: str, start: str, retry_of: Attempt | None = None
+) -> Attempt:
+    attempt = Attempt.objects.create(
+        job=job,
+        number=number,
+        branch=f"agenthub/{job.public_id}/{number}",
+        base_commit=base,
+        start_commit=start,
+        retry_of=retry_of,
+    )
+    events.append_events(attempt.pk, [events.Draft("status", "queued", data={"status": "queued"})])
+    return attempt
+
+
+# --- dispatch and claim ------------------------------------------------------------------------
+
+
+def queue_for(priority: int) -> str:
+    return "high" if priority > 0 else "low" if priority < 0 else "default"
+
+
+def dispatch(team_id: int) -> list[int]:
+    """Hand the team's waiting attempts to RQ, highest priority first, up to the team's limit.
+
+    Called after a submit, whenever an attempt ends, and by the reconciler. Jobs over the limit
+    simply stay queued in the database until a slot frees up; nothing is refused.
+    """
+    with transaction.atomic():
+        team = Team.objects.select_for_update().get(pk=team_id)
+        busy = Attempt.objects.filter(
+            job__team=team,
+            dispatched_at__isnull=False,
+            status__in=(AttemptStatus.QUEUED, *ACTIVE_ATTEMPT_STATUSES),
+        ).count()
+        free = max(team.concurrency_limit - busy, 0)
+        waiting = list(
+            Attempt.objects.filter(
+                job__team=team, status=AttemptStatus.QUEUED, dispatched_at__isnull=True
+            )
+            .select_related("job__agent")
+            .order_by("-job__priority", "created_at", "number")[:free]
+        )
+        now = timezone.now()
+        Attempt.objects.filter(pk__in=[a.pk for a in waiting]).update(dispatched_at=now)
+        for attempt in waiting:
+            transaction.on_commit(partial(enqueue, attempt))
+    return [a.pk for a in waiting]
+
+
+def enqueue(attempt: Attempt) -> None:
+    import django_rq
+
+    job = attempt.job
+    django_rq.get_queue(queue_for(job.priority)).enqueue(
+        "jobs.tasks.run_attempt",
+        attempt.pk,
+        job_id=f"agenthub-{job.public_id}-{attempt.number}",
+        job_timeout=job.agent.timeout_seconds + 600,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+    )
+
+
+def claim_attempt(attempt_id: int, worker: str) -> bool:
+    """Take the attempt for this worker. A duplicate delivery finds it taken and does nothing."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Attempt.objects.filter(pk=attempt_id, status=AttemptStatus.QUEUED).update(
+            status=AttemptStatus.PREPARING,
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+            dispatched_at=now,
+        )
+        if claimed != 1:
+            return False
+        _transition(attempt_id, AttemptStatus.QUEUED, AttemptStatus.PREPARING, worker=worker)
+    return True
+
+
+def mark_running(attempt_id: int, card: dict[str, Any]) -> None:
+    with transaction.atomic():
+        Attempt.objects.filter(pk=attempt_id, status=AttemptStatus.PREPARING).update(
+            status=AttemptStatus.RUNNING, card=card, heartbeat_at=timezone.now()
+        )
+        _transition(attempt_id, AttemptStatus.PREPARING, AttemptStatus.RUNNING)
+
+
+def heartbeat(attempt_id: int) -> None:
+    Attempt.objects.filter(pk=attempt_id, status__in=ACTIVE_ATTEMPT_STATUSES).update(
+        heartbeat_at=timezone.now()
+    )
+
+
+def record_progress(attempt_id: int, percent: int, message: str) -> None:
+    updated = Attempt.objects.filter(pk=attempt_id).update(
+        progress=percent, progress_message=message[:500]
+    )
+    if updated:
+        attempt = Attempt.objects.select_related(
+            "job__team", "job__repository", "job__agent", "job__submitter"
+        ).get(pk=attempt_id)
+        events.publish_job(attempt.job, job_summary(attempt.job, attempt))
+
+
+def finish_attempt(
+    attempt_id: int,
+    status: str,
+    *,
+    exit_code: int | None = None,
+    reason: str = "",
+    result: workspace.Diff | None = None,
+    result_commit: str = "",
+) -> Attempt | None:
+    """End a running attempt; returns None when it had already ended (e.g. marked lost)."""
+    now = timezone.now()
+    with transaction.atomic():
+        attempt = (
+            Attempt.objects.select_for_update().select_related("job__agent").get(pk=attempt_id)
+        )
+        if attempt.is_finished:
+            return None
+        before = attempt.status
+        attempt.status = status
+        attempt.exit_code = exit_code
+        attempt.reason = reason[:500]
+        attempt.finished_at = now
+        if result is not None and not attempt.job.agent.report_only:
+            attempt.result_commit = result_commit
+            attempt.patch = result.patch
+            attempt.diff_hash = result.hash
+            attempt.files = [_file_dict(f) for f in result.files]
+            attempt.partial = status != AttemptStatus.SUCCEEDED
+        attempt.save()
+        _transition(
+            attempt_id, before, status, reason=reason, exit_code=exit_code, partial=attempt.partial
+        )
+        team_id = attempt.job.team_id
+        transaction.on_commit(lambda: dispatch(team_id))
+    return attempt
+
+
+def _file_dict(stat: workspace.FileStat) -> dict[str, Any]:
+    return {
+        "path": stat.path,
+        "old_path": stat.old_path,
+        "status": stat.status,
+        "added": stat.added,
+        "deleted": stat.deleted,
+        "binary": stat.binary,
+    }
+
+
+def _transition(attempt_id: int, before: str, after: str, **data: Any) -> None:
+    attempt = Attempt.objects.select_related("job__team").get(pk=attempt_id)
+    text = after if not data.get("reason") else f"{after}: {data['reason']}"
+    events.append_events(attempt_id, [events.Draft("status", text, data={"status": after, **data})])
+    audit(
+        "system",
+        f"attempt.{after}",
+        job=attempt.job,
+        target=str(attempt),
+        before=before,
+        after=after,
+        **{k: v for k, v in data.items() if v not in (None, "", False)},
+    )
+    _refresh_job(attempt.job)
+
+
+def _refresh_job(job: Job) -> None:
+    """Derive the job's status from its attempts after an attempt changed."""
+    job = Job.objects.select_for_update().get(pk=job.pk)
+    if job.status in TERMINAL_JOB_STATUSES:
+        return
+    attempts = list(job.attempts.select_related("job__agent"))
+    status = derive_status(job, attempts)
+    if status == job.status:
+        return
+    before, job.status, job.updated_at = job.status, status, timezone.now()
+    if status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        job.finished_at = job.finished_at or job.updated_at
+    job.save(update_fields=["status", "updated_at", "finished_at"])
+    audit("system", "job.status", job=job, before=before, after=status)
+    _on_commit_publish(job)
+
+
+def derive_status(job: Job, attempts: list[Attempt]) -> str:
+    states = {a.status for a in attempts}
+    if states & set(ACTIVE_ATTEMPT_STATUSES):
+        return JobStatus.RUNNING
+    if AttemptStatus.QUEUED in states:
+        return (
+            JobStatus.RUNNING
+            if states - {AttemptStatus.QUEUED} - {AttemptStatus.LOST}
+            else JobStatus.QUEUED
+        )
+    if job.status in (JobStatus.APPROVED, JobStatus.REJECTED, JobStatus.CONFLICT):
+        return job.status
+    if any(a.status == AttemptStatus.SUCCEEDED and a.has_changes for a in attempts):
+        return JobStatus.NEEDS_REVIEW
+    if AttemptStatus.SUCCEEDED in states:
+        return JobStatus.NO_CHANGES
+    if states == {AttemptStatus.CANCELLED}:
+        return JobStatus.CANCELLED
+    return JobStatus.FAILED
+
+
+def _on_commit_publish(job: Job) -> None:
+    def publish() -> None:
+        fresh = Job.objects.select_related("team", "repository", "agent", "submitter").get(
+            pk=job.pk
+        )
+        events.publish_job(fresh, job_summary(fresh))
+
+    transaction.on_commit(publish)
+
+
+# --- cancel, re-run, reconcile -----------------------------------------------------------------
+
+
+def cancel_job(user: Any, job: Job) -> Job:
+    from jobs.access import can_cancel
+
+    if not can_cancel(user, job):
+        raise Forbidden("Only the submitter or a reviewer of the team may cancel this job.")
+    with transaction.atomic():
+        open_attempts = Attempt.objects.select_for_update().filter(
+            job=job, status__in=(AttemptStatus.QUEUED, *ACTIVE_ATTEMPT_STATUSES)
+        )
+        ids = list(open_attempts.values_list("pk", flat=True))
+        if not ids:
+            raise Conflict(f"Job {job.public_id} is {job.status}; there is nothing to cancel.")
+        audit(user, "job.cancel", job=job, before=job.status)
+        # Running attempts are stopped by their worker, which polls this flag and keeps the
+        # partial work; queued ones end here and now.
+        Attempt.objects.filter(pk__in=ids).update(cancel_requested=True)
+        for attempt_id in Attempt.objects.filter(
+            pk__in=ids, status=AttemptStatus.QUEUED
+        ).values_list("pk", flat=True):
+            finish_attempt(
+                attempt_id, AttemptStatus.CANCELLED, reason=f"cancelled by {user.get_username()}"
+            )
+    job.refresh_from_db()
+    return job
+
+
+def rerun_job(user: Any, job: Job) -> Attempt:
+    """A new attempt of the same job on the latest commit of its target branch."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED):
+            raise Conflict(
+                f"Job {job.public_id} is {job.status}; it can be re-run once it has ended."
+            )
+        base = _resolve(job.repository, job.target_branch)
+        number = (
+            job.attempts.order_by("-number").values_list("number", flat=True).first() or 0
+        ) + 1
+        attempt = _new_attempt(job, number, base, base)
+        before, job.status, job.conflicts = job.status, JobStatus.QUEUED, []
+        job.finished_at = None
+        job.save(update_fields=["status", "conflicts", "finished_at"])
+        audit(
+            user,
+            "job.rerun",
+            job=job,
+            before=before,
+            after=job.status,
+            attempt=number,
+            base_commit=base,
+        )
+        _on_commit_publish(job)
+        team_id = job.team_id
+        transaction.on_commit(lambda: dispatch(team_id))
+    return attempt
+
+
+def reconcile() -> dict[str, list[str]]:
+    """Mark attempts whose worker stopped beating as lost, retry them once if allowed, and hand
+    waiting attempts to RQ. Run by every worker every few seconds (see agenthub_worker)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.AGENTHUB_HEARTBEAT_TIMEOUT)
+    stale = Attempt.objects.filter(status__in=ACTIVE_ATTEMPT_STATUSES, heartbeat_at__lt=cutoff)
+    lost, retried = [], []
+    for attempt_id in list(stale.values_list("pk", flat=True)):
+        attempt = finish_attempt(
+            attempt_id, AttemptStatus.LOST, reason="the worker stopped responding"
+        )
+        if attempt is None:
+            continue
+        lost.append(str(attempt))
+        if attempt.job.agent.retry_allowed and attempt.retry_of_id is None:
+            retried.append(str(_retry(attempt)))
+    for team_id in Team.objects.values_list("pk", flat=True):
+        dispatch(team_id)
+    return {"lost": lost, "retried": retried}
+
+
+def _retry(attempt: Attempt) -> Attempt:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=attempt.job_id)
+        number = (
+            job.attempts.order_by("-number").values_list("number", flat=True).first() or 0
+        ) + 1
+        retry = _new_attempt(
+            job, number, attempt.base_commit, attempt.start_commit, retry_of=attempt
+        )
+        audit("system", "attempt.retry", job=job, target=str(retry), retry_of=str(attempt))
+        _refresh_job(job)
+    return retry
+
+
+# --- review and merge --------------------------------------------------------------------------
+
+
+def result_attempt(job: Job, number: int | None = None) -> Attempt:
+    """The attempt a review or merge is about: the one named, else the latest with changes."""
+    found = job.attempts.filter(status=AttemptStatus.SUCCEEDED).exclude(result_commit="")
+    if number is not None:
+        found = found.filter(number=number)
+    attempt = found.order_by("-number").first()
+    if attempt is None:
+        which = f"attempt {number}" if number is not None else "any attempt"
+        raise Conflict(f"Job {job.public_id} has no finished result to review for {which}.")
+    return attempt
+
+
+def review_job(
+    user: Any, job: Job, decision: str, *, comment: str = "", attempt: int | None = None
+) -> Review:
+    from jobs.access import require_reviewer
+
+    if decision not in Decision.values:
+        raise BadInput(f"decision must be one of {', '.join(Decision.values)}.", field="decision")
+    try:
+        if job.submitter_id == user.pk:
+            raise Forbidden("You submitted this job; someone else has to review it.")
+        require_reviewer(user, job)
+    except (Forbidden, NotFound) as exc:
+        audit(user, "review.refused", job=job, decision=decision, reason=exc.detail)
+        raise
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.status not in (JobStatus.NEEDS_REVIEW, JobStatus.APPROVED, JobStatus.CONFLICT):
+            raise Conflict(f"Job {job.public_id} is {job.status}, not waiting for review.")
+        target = result_attempt(job, attempt)
+        review = Review.objects.create(
+            attempt=target,
+            reviewer=user,
+            decision=decision,
+            comment=comment,
+            diff_hash=target.diff_hash,
+        )
+        before = job.status
+        job.status = _status_after_review(job, target, decision)
+        job.updated_at = timezone.now()
+        job.save(update_fields=["status", "updated_at"])
+        audit(
+            user,
+            f"review.{decision}",
+            job=job,
+            target=str(target),
+            before=before,
+            after=job.status,
+            diff_hash=target.diff_hash,
+            comment=comment,
+        )
+        if decision == Decision.REQUEST_CHANGES:
+            _follow_up(job, target, comment)
+        _on_commit_publish(job)
+    return review
+
+
+def approvals(attempt: Attempt) -> int:
+    """Approvals that still hold: those given to the attempt's current diff."""
+    return attempt.reviews.filter(decision=Decision.APPROVE, diff_hash=attempt.diff_hash).aggregate(
+        n=Count("reviewer", distinct=True)
+    )["n"]
+
+
+def _status_after_review(job: Job, attempt: Attempt, decision: str) -> str:
+    if decision == Decision.REJECT:
+        return JobStatus.REJECTED
+    if decision == Decision.REQUEST_CHANGES:
+        return JobStatus.CHANGES_REQUESTED
+    if approvals(attempt) >= job.agent.required_approvals:
+        return JobStatus.APPROVED
+    return JobStatus.NEEDS_REVIEW
+
+
+def _follow_up(job: Job, attempt: Attempt, comment: str) -> None:
+    number = (job.attempts.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+    if comment.strip():
+        job.prompt = f"{job.prompt}\n\nReviewer's requested changes:\n{comment.strip()}"
+        job.save(update_fields=["prompt"])
+    _new_attempt(job, number, attempt.base_commit, attempt.result_commit)
+    team_id = job.team_id
+    transaction.on_commit(lambda: dispatch(team_id))
+
+
+def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
+    from jobs.access import require_reviewer
+
+    require_reviewer(user, job)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().select_related("repository", "agent").get(pk=job.pk)
+        if job.status not in (JobStatus.APPROVED, JobStatus.CONFLICT):
+            raise Conflict(
+                f"Job {job.public_id} is {job.status}; only an approved job can be merged."
+            )
+        target = result_attempt(job, attempt)
+        have, need = approvals(target), job.agent.required_approvals
+        if have < need:
+            raise Conflict(
+                f"Attempt {target.number} has {have} of {need} approvals for its current diff."
+            )
+        store = Path(job.repository.store_path)
+        message = f"Merge AgentHub job {job.public_id}: {job.title}\n\nApproved-by: " + ", ".join(
+            sorted(
+                {
+                    r.reviewer.get_username()
+                    for r in target.reviews.filter(decision=Decision.APPROVE)
+                }
+            )
+        )
+        result = workspace.merge(store, job.target_branch, target.result_commit, message)
+        before = job.status
+        if result.conflicts:
+            job.status, job.conflicts = JobStatus.CONFLICT, result.conflicts
+            job.save(update_fields=["status", "conflicts"])
+            audit(
+                user,
+                "job.merge_conflict",
+                job=job,
+                before=before,
+                after=job.status,
+                conflicts=result.conflicts,
+            )
+            _on_commit_publish(job)
+        else:
+            job.status, job.merge_commit, job.conflicts = JobStatus.MERGED, result.commit or "", []
+            job.updated_at = timezone.now()
+            job.save(update_fields=["status", "merge_commit", "conflicts", "updated_at"])
+            audit(
+                user,
+                "job.merge",
+                job=job,
+                before=before,
+                after=job.status,
+                commit=result.commit,
+                branch=job.target_branch,
+                fast_forward=result.fast_forward,
+                attempt=target.number,
+            )
+            _on_commit_publish(job)
+    if result.conflicts:
+        raise Conflict(
+            f"Merging into {job.target_branch} conflicts in {len(result.conflicts)} file(s).",
+            conflicts=result.conflicts,
+        )
+    _push(user, job)
+    return job.merge_commit
+
+
+def _push(user: Any, job: Job) -> None:
+    push_url = job.repository.push_url
+    if not push_url:
+        return
+    try:
+        workspace.push(Path(job.repository.store_path), push_url, job.target_branch)
+    except workspace.GitError as exc:
+        audit(user, "job.push_failed", job=job, url=push_url, error=str(exc)[:500])
+        log.warning("push of %s to %s failed: %s", job.public_id, push_url, exc)
+    else:
+        audit(
+            user,
+            "job.push",
+            job=job,
+            url=push_url,
+            branch=job.target_branch,
+            commit=job.merge_commit,
+        )

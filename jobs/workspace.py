@@ -1,0 +1,531 @@
+"""The git core: stores, agent workspaces, snapshots, diffs and merges.
+
+Every repository AgentHub touches is untrusted, so every git call goes through `run_git`, which
+starts from a minimal environment and overrides every config key that could make git run a
+program (hooks, fsmonitor, transports). The host never lets git read a workspace's own `.git`:
+snapshots use the store as the git dir and the workspace only as a work tree, so whatever the
+agent wrote into `.git/config` or `.git/hooks` stays inert.
+
+Plain arguments in, plain values out; the service layer owns the ORM side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_IDENTITY = ("AgentHub", "agenthub@localhost")
+AGENT_IDENTITY = ("AgentHub Agent", "agent@agenthub.localhost")
+MAX_REF_LENGTH = 200
+
+# A HOME that does not exist, so no ~/.gitconfig, ~/.config/git/{ignore,attributes} or
+# credential store can be found.
+_EMPTY_HOME = "/nonexistent/agenthub-git-home"
+
+# Passed as `-c` to every git the host runs; command-line config outranks every config file.
+_HARDENING = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.untrackedCache=false",
+    "submodule.recurse=false",
+    # Safe because the host always names the git dir explicitly instead of discovering it.
+    "safe.directory=*",
+    # Only the transports we accept as sources; `ext::` and other helpers stay refused.
+    "protocol.allow=never",
+    "protocol.file.allow=always",
+    "protocol.https.allow=always",
+    "protocol.ssh.allow=always",
+    "core.sshCommand=ssh -o BatchMode=yes",
+)
+
+# For local (path or file://) transports git starts upload-pack/receive-pack inside the other
+# repository and clears GIT_CONFIG_PARAMETERS first, so our `-c` options do not reach it. The
+# other repository may be untrusted (a source, or an upstream with hooks), so the remote side
+# gets its own overrides through --upload-pack/--receive-pack. `core.alternateRefsCommand=true`
+# replaces a command the other repository could otherwise set for receive-pack to run.
+_REMOTE_SIDE = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "safe.directory=*",
+    "core.alternateRefsCommand=true",
+)
+
+_DIFF_OPTIONS = ["--no-ext-diff", "--no-textconv", "--no-color", "-M"]
+_STATUSES = {
+    "A": "added",
+    "M": "modified",
+    "D": "deleted",
+    "R": "renamed",
+    "T": "type-changed",
+}
+_FORBIDDEN_IN_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+
+
+class GitError(Exception):
+    def __init__(self, command: list[str], returncode: int | None, stderr: str) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stderr = stderr
+        shown = _URL_CREDENTIALS.sub(r"\1***@", shlex.join(["git", *command]))
+        outcome = "timed out" if returncode is None else f"failed with exit code {returncode}"
+        super().__init__(f"`{shown}` {outcome}: {stderr.strip() or '(no stderr)'}")
+
+
+class InvalidRef(ValueError):
+    pass
+
+
+class RefNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class FileStat:
+    path: str
+    status: str
+    added: int
+    deleted: int
+    binary: bool
+    old_path: str | None
+
+
+@dataclass(frozen=True)
+class Diff:
+    patch: str
+    files: list[FileStat]
+    hash: str
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    commit: str | None
+    conflicts: list[str]
+    fast_forward: bool
+
+
+def validate_ref_name(ref: str) -> None:
+    """Reject anything `git check-ref-format --branch` would, plus names git reads as options."""
+    problem = _ref_problem(ref)
+    if problem:
+        raise InvalidRef(
+            f"Invalid ref {ref!r}: {problem}. Use a branch or tag name such as 'main', "
+            f"'feature/x-1' or 'v1.2' (letters, digits, '-', '_', '.', '/'), or a commit SHA."
+        )
+
+
+def _ref_problem(ref: str) -> str | None:
+    if not ref:
+        return "it is empty"
+    if len(ref) > MAX_REF_LENGTH:
+        return f"it is longer than {MAX_REF_LENGTH} characters"
+    if ref.startswith("-"):
+        return "it starts with '-'"
+    if ref in ("@", "HEAD"):
+        return "it names HEAD rather than a branch, tag or commit"
+    if _FORBIDDEN_IN_REF.search(ref):
+        return "it contains a space, a control character or one of ~ ^ : ? * [ \\"
+    if ".." in ref:
+        return "it contains '..'"
+    if "@{" in ref:
+        return "it contains '@{'"
+    if ref.startswith("/") or ref.endswith("/") or "//" in ref:
+        return "it has an empty path component (leading, trailing or double '/')"
+    if ref.endswith("."):
+        return "it ends with '.'"
+    for part in ref.split("/"):
+        if part.startswith("."):
+            return "a path component starts with '.'"
+        if part.endswith(".lock"):
+            return "a path component ends with '.lock'"
+    return None
+
+
+def run_git(
+    args: list[str],
+    *,
+    git_dir: Path | None = None,
+    work_tree: Path | None = None,
+    index_file: Path | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float = 120,
+    identity: tuple[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    env = _environment(identity or DEFAULT_IDENTITY)
+    for name, path in (
+        ("GIT_DIR", git_dir),
+        ("GIT_WORK_TREE", work_tree),
+        ("GIT_INDEX_FILE", index_file),
+    ):
+        if path is not None:
+            env[name] = str(path.absolute())
+    command = ["git", *_config_options(_HARDENING), *args]
+    try:
+        result = subprocess.run(
+            command,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            env=env,
+            # Never inside a work tree: with no GIT_DIR, git must not discover a repository.
+            cwd="/",
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(args, None, f"no result after {timeout} seconds") from exc
+    if check and result.returncode != 0:
+        raise GitError(args, result.returncode, _text(result.stderr))
+    return result
+
+
+def _environment(identity: tuple[str, str]) -> dict[str, str]:
+    name, email = identity
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "LANG": "C.UTF-8",
+        "HOME": _EMPTY_HOME,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def _config_options(settings: tuple[str, ...]) -> list[str]:
+    return [option for setting in settings for option in ("-c", setting)]
+
+
+def create_store(source: str, store: Path) -> None:
+    """Make a bare copy of `source` holding all its branches and tags."""
+    source = _checked_source(source)
+    if store.exists():
+        raise FileExistsError(f"Store {store} already exists; use fetch_store to update it.")
+    run_git(
+        [
+            "clone",
+            "--bare",
+            # Copy through upload-pack instead of hardlinking or copying the source's object
+            # directory (which may hold symlinks or alternates).
+            "--no-local",
+            "--template=",
+            *_remote_command("--upload-pack", source),
+            "--",
+            source,
+            str(store.absolute()),
+        ]
+    )
+    # The store is updated with an explicit source each time; keeping the URL would only keep
+    # credentials embedded in it on disk.
+    run_git(["remote", "remove", "origin"], git_dir=store)
+
+
+def fetch_store(store: Path, source: str) -> None:
+    """Bring the store's branches and tags up to date with `source`.
+
+    Nothing is pruned: the store also holds AgentHub's own branches, which the source lacks.
+    """
+    source = _checked_source(source)
+    run_git(
+        [
+            "fetch",
+            "--no-tags",
+            *_remote_command("--upload-pack", source),
+            "--",
+            source,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        git_dir=store,
+    )
+
+
+def _checked_source(source: str) -> str:
+    if not source or source.startswith("-"):
+        raise ValueError(
+            f"Invalid repository source {source!r}: give a path or an https://, ssh:// or "
+            f"file:// URL that does not start with '-'."
+        )
+    if _is_local(source) and not source.startswith("file://"):
+        return os.path.abspath(source)
+    return source
+
+
+def _is_local(url: str) -> bool:
+    """Mirror git's own rule: a URL scheme, or `host:path` with no '/' before ':', is remote."""
+    if url.startswith("file://"):
+        return True
+    if "://" in url:
+        return False
+    colon, slash = url.find(":"), url.find("/")
+    return colon == -1 or (slash != -1 and slash < colon)
+
+
+def _remote_command(option: str, url: str) -> list[str]:
+    if not _is_local(url):
+        return []
+    program = option.removeprefix("--")
+    return [f"{option}={shlex.join(['git', *_config_options(_REMOTE_SIDE), program])}"]
+
+
+def resolve_commit(store: Path, ref: str) -> str:
+    validate_ref_name(ref)
+    result = run_git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+        git_dir=store,
+        check=False,
+    )
+    if result.returncode == 1:
+        raise RefNotFound(f"No branch, tag or commit named {ref!r} in {store}.")
+    if result.returncode != 0:
+        raise GitError(["rev-parse", ref], result.returncode, _text(result.stderr))
+    return _text(result.stdout).strip()
+
+
+def default_branch(store: Path) -> str:
+    head = run_git(["symbolic-ref", "--quiet", "HEAD"], git_dir=store).stdout
+    return _text(head).strip().removeprefix("refs/heads/")
+
+
+def is_ancestor(store: Path, a: str, b: str) -> bool:
+    validate_ref_name(a)
+    validate_ref_name(b)
+    args = ["merge-base", "--is-ancestor", "--end-of-options", a, b]
+    result = run_git(args, git_dir=store, check=False)
+    if result.returncode not in (0, 1):
+        raise GitError(args, result.returncode, _text(result.stderr))
+    return result.returncode == 0
+
+
+def prepare_workspace(store: Path, base_commit: str, branch: str, path: Path) -> None:
+    """Clone the store into `path` and check out `base_commit` on a new branch `branch`.
+
+    The clone goes through upload-pack, so objects are copied: the workspace is later handed to
+    the sandbox uid, and nothing it can write may be shared with the store.
+    """
+    validate_ref_name(base_commit)
+    validate_ref_name(branch)
+    run_git(
+        [
+            "clone",
+            "--no-local",
+            "--no-checkout",
+            "--template=",
+            "--",
+            str(store.absolute()),
+            str(path.absolute()),
+        ]
+    )
+    git_dir = path / ".git"
+    # --force: after --no-checkout the index is empty, which a plain checkout would read as
+    # every file having been deleted.
+    checkout = ["checkout", "--quiet", "--force", "-B", branch, base_commit, "--"]
+    run_git(checkout, git_dir=git_dir, work_tree=path)
+    run_git(["remote", "remove", "origin"], git_dir=git_dir)
+    name, email = AGENT_IDENTITY
+    run_git(["config", "user.name", name], git_dir=git_dir)
+    run_git(["config", "user.email", email], git_dir=git_dir)
+
+
+def snapshot(
+    store: Path,
+    workspace: Path,
+    base_commit: str,
+    branch: str,
+    message: str,
+    *,
+    index_file: Path,
+    identity: tuple[str, str] | None = None,
+) -> str | None:
+    """Commit the workspace's files on top of `base_commit` into the store as `branch`.
+
+    Returns the new commit, or None when the files equal the base. Git runs with the store as
+    its git dir and a private index, so the workspace's `.git` is never read.
+    """
+    validate_ref_name(base_commit)
+    validate_ref_name(branch)
+    tree = _Tree(store, workspace, index_file)
+    tree.git(["read-tree", base_commit])
+    excluded = b"".join(b":(exclude,literal)" + path + b"\0" for path in _nested_repos(tree))
+    tree.git(["add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul"], excluded)
+    written = _text(tree.git(["write-tree"])).strip()
+    if written == _tree_of(store, base_commit):
+        return None
+    commit = _commit_tree(store, written, [base_commit], message, identity)
+    ref = f"refs/heads/{branch}"
+    run_git(["update-ref", "-m", "agenthub snapshot", ref, commit], git_dir=store)
+    return commit
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """The store as git dir, the workspace as work tree, and a private index."""
+
+    store: Path
+    workspace: Path
+    index_file: Path
+
+    def git(self, args: list[str], input: bytes | None = None) -> bytes:
+        return run_git(
+            args,
+            git_dir=self.store,
+            work_tree=self.workspace,
+            index_file=self.index_file,
+            input=input,
+        ).stdout
+
+
+def _nested_repos(tree: _Tree) -> list[bytes]:
+    """Paths holding a repository of their own: untracked ones the agent made, and submodules.
+
+    They are left out of the snapshot (kept as in the base). Plain `git add` would record their
+    HEAD as a gitlink, following a planted `.git` file to any repository on the host.
+    """
+    workspace = os.fsencode(tree.workspace)
+    nested = [
+        path
+        for path in tree.git(["ls-files", "-z", "--others", "--exclude-standard"]).split(b"\0")
+        if path.endswith(b"/") and os.path.lexists(os.path.join(workspace, path, b".git"))
+    ]
+    for entry in tree.git(["ls-files", "-z", "--stage"]).split(b"\0"):
+        info, _, path = entry.partition(b"\t")
+        if info.startswith(b"160000 "):
+            nested.append(path)
+    return nested
+
+
+def _tree_of(store: Path, commit: str) -> str:
+    return _text(run_git(["rev-parse", f"{commit}^{{tree}}"], git_dir=store).stdout).strip()
+
+
+def _commit_tree(
+    store: Path, tree: str, parents: list[str], message: str, identity: tuple[str, str] | None
+) -> str:
+    parent_options = [option for parent in parents for option in ("-p", parent)]
+    result = run_git(
+        ["commit-tree", tree, *parent_options, "-F", "-"],
+        git_dir=store,
+        input=message.encode(),
+        identity=identity,
+    )
+    return _text(result.stdout).strip()
+
+
+def diff(store: Path, base_commit: str, commit: str) -> Diff:
+    """The reviewable change from `base_commit` to `commit`; binary files show as differing."""
+    validate_ref_name(base_commit)
+    validate_ref_name(commit)
+    patch = run_git(["diff", *_DIFF_OPTIONS, base_commit, commit, "--"], git_dir=store).stdout
+    stats = run_git(
+        ["diff", *_DIFF_OPTIONS, "--raw", "--numstat", "-z", base_commit, commit, "--"],
+        git_dir=store,
+    ).stdout
+    return Diff(
+        patch=_text(patch),
+        files=_parse_stats(stats),
+        hash=hashlib.sha256(patch).hexdigest(),
+    )
+
+
+def _parse_stats(output: bytes) -> list[FileStat]:
+    r"""Parse `--raw --numstat -z`: every raw record, then every numstat record, in one order.
+
+    Raw: `:<modes> <oids> <status>\0<path>\0` (renames add `<new path>\0`).
+    Numstat: `<added>\t<deleted>\t<path>\0`, or `<added>\t<deleted>\t\0<old>\0<new>\0`.
+    """
+    fields = iter(output.split(b"\0"))
+    statuses: list[tuple[str, str, str | None]] = []
+    field = next(fields, b"")
+    while field.startswith(b":"):
+        letter = _text(field.split()[-1][:1])
+        path = _text(next(fields))
+        old_path = None
+        if letter == "R":
+            old_path, path = path, _text(next(fields))
+        if letter not in _STATUSES:
+            raise GitError(["diff", "--raw"], 0, f"unexpected file status {letter!r}")
+        statuses.append((path, _STATUSES[letter], old_path))
+        field = next(fields, b"")
+    files = []
+    for path, status, old_path in statuses:
+        added, deleted, inline_path = field.split(b"\t", 2)
+        if not inline_path:
+            next(fields)
+            next(fields)
+        binary = added == b"-"
+        files.append(
+            FileStat(
+                path=path,
+                status=status,
+                added=0 if binary else int(added),
+                deleted=0 if binary else int(deleted),
+                binary=binary,
+                old_path=old_path,
+            )
+        )
+        field = next(fields, b"")
+    return files
+
+
+def merge(
+    store: Path,
+    target_branch: str,
+    commit: str,
+    message: str,
+    *,
+    identity: tuple[str, str] | None = None,
+) -> MergeResult:
+    """Merge `commit` into `target_branch` inside the bare store, without a working tree.
+
+    On conflict nothing moves. The target only ever moves by compare-and-swap against the tip
+    read here, so a concurrent merge raises GitError instead of being lost.
+    """
+    validate_ref_name(target_branch)
+    target = f"refs/heads/{target_branch}"
+    tip = resolve_commit(store, target)
+    commit = resolve_commit(store, commit)
+    if is_ancestor(store, commit, tip):
+        return MergeResult(commit=tip, conflicts=[], fast_forward=True)
+    if is_ancestor(store, tip, commit):
+        _move_ref(store, target, commit, tip)
+        return MergeResult(commit=commit, conflicts=[], fast_forward=True)
+    args = ["merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", tip, commit]
+    result = run_git(args, git_dir=store, check=False)
+    if result.returncode not in (0, 1):
+        raise GitError(args, result.returncode, _text(result.stderr))
+    tree, *conflicts = [_text(field) for field in result.stdout.split(b"\0") if field]
+    if result.returncode == 1:
+        return MergeResult(commit=None, conflicts=conflicts, fast_forward=False)
+    merged = _commit_tree(store, tree, [tip, commit], message, identity)
+    _move_ref(store, target, merged, tip)
+    return MergeResult(commit=merged, conflicts=[], fast_forward=False)
+
+
+def _move_ref(store: Path, ref: str, new: str, old: str) -> None:
+    run_git(["update-ref", "-m", "agenthub merge", ref, new, old], git_dir=store)
+
+
+def push(store: Path, url: str, branch: str) -> None:
+    """Push the store's `branch` to the same branch at `url`; never forced."""
+    url = _checked_source(url)
+    validate_ref_name(branch)
+    ref = f"refs/heads/{branch}"
+    run_git(
+        ["push", *_remote_command("--receive-pack", url), "--", url, f"{ref}:{ref}"],
+        git_dir=store,
+    )
+
+
+def _text(raw: bytes) -> str:
+    # Names and patches go to JSON and HTML, where lone surrogates are not allowed.
+    return raw.decode("utf-8", errors="replace")
