@@ -7,8 +7,10 @@ socket, keeping nothing on disk.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, however it
+    dies, so `make run` and the tests never leave servers or workers behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextmanager
@@ -45,7 +56,7 @@ def embedded_redis() -> Iterator[str]:
         "--loglevel",
         "warning",
     ]
-    server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)  # noqa: PLW1509
     url = f"unix://{socket}?db=0"
     try:
         _wait_until_up(url, server)
@@ -74,10 +85,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m agenthub.embedded_redis COMMAND [ARGS...]", file=sys.stderr)
         return 2
     if os.environ.get("REDIS_URL"):
-        return subprocess.call(argv)
+        os.execvp(argv[0], argv)  # noqa: S606
     with embedded_redis() as url:
         print(f"REDIS_URL not set: using an embedded Redis at {url}", file=sys.stderr)
-        return subprocess.call(argv, env={**os.environ, "REDIS_URL": url})
+        return subprocess.call(
+            argv, env={**os.environ, "REDIS_URL": url}, preexec_fn=die_with_parent
+        )  # noqa: PLW1509
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from agenthub.embedded_redis import embedded_redis
+from agenthub.embedded_redis import die_with_parent, embedded_redis
 
 WORKERS = 2
 
@@ -65,6 +65,10 @@ def _redis() -> Iterator[str]:
         yield url
 
 
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env=env, preexec_fn=die_with_parent)  # noqa: PLW1509
+
+
 def _bin(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
@@ -76,13 +80,17 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.2)
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
+    # A worker's first SIGTERM waits for its attempt to end; the second stops it now (the attempt
+    # is then marked lost and retried by the next start).
+    for _ in range(2):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        time.sleep(0.5)
     deadline = time.monotonic() + 15
     for child in children:
         try:
