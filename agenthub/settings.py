@@ -36,6 +36,9 @@ AGENTHUB_HEARTBEAT_TIMEOUT = env_int("AGENTHUB_HEARTBEAT_TIMEOUT", 30, minimum=5
 AGENTHUB_RECONCILE_INTERVAL = env_int("AGENTHUB_RECONCILE_INTERVAL", 10, minimum=1)
 AGENTHUB_TEAM_CONCURRENCY = env_int("AGENTHUB_TEAM_CONCURRENCY", 2, minimum=1)
 
+# Signs job callbacks (X-AgentHub-Signature); derived from the secret key when unset.
+AGENTHUB_WEBHOOK_SECRET = env_str("AGENTHUB_WEBHOOK_SECRET") or f"webhook:{SECRET_KEY}"
+
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 INSTALLED_APPS = [
@@ -117,6 +120,8 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Enqueue at once: jobs.services already defers every enqueue to transaction.on_commit.
+RQ = {"COMMIT_MODE": "auto"}
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")
 }

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -35,6 +37,8 @@ from jobs.serialize import job_summary
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+# A dispatched attempt still queued after this long is checked against RQ by the reconciler.
+REDELIVER_AFTER = timedelta(minutes=2)
 # Job states a person decided; a finishing attempt does not overwrite them unless it is newer.
 TERMINAL_JOB_STATUSES = (JobStatus.MERGED,)
 
@@ -131,6 +135,7 @@ def submit_job(
         )
     if not -10 <= priority <= 10:
         raise BadInput(f"priority must be from -10 to 10, not {priority}.", field="priority")
+    _check_callback(callback_url)
     ref = base_ref or repository.default_branch
     base_commit = _resolve(repository, ref)
     store = Path(repository.store_path)
@@ -162,7 +167,7 @@ def submit_job(
             base_commit=base_commit,
             attempts=attempts,
         )
-        _on_commit_publish(job)
+        _announce(job)
         team_id = job.team_id
         transaction.on_commit(lambda: dispatch(team_id))
     return job
@@ -206,6 +211,17 @@ def _check_prompt(prompt: str) -> None:
     limit = settings.AGENTHUB_MAX_PROMPT_BYTES
     if size > limit:
         raise TooLarge(f"The prompt is {size} bytes; the limit is {limit} bytes.", field="prompt")
+
+
+def _check_callback(url: str) -> None:
+    if not url:
+        return
+    try:
+        URLValidator(schemes=["http", "https"])(url)
+    except ValidationError:
+        raise BadInput(
+            f"callback_url must be an http(s) URL, not {url!r}.", field="callback_url"
+        ) from None
 
 
 def _resolve(repository: Repository, ref: str) -> str:
@@ -281,6 +297,10 @@ def dispatch(team_id: int) -> list[int]:
     return [a.pk for a in waiting]
 
 
+def rq_job_id(attempt: Attempt) -> str:
+    return f"agenthub-{attempt.job.public_id}-{attempt.number}"
+
+
 def enqueue(attempt: Attempt) -> None:
     import django_rq
 
@@ -288,7 +308,7 @@ def enqueue(attempt: Attempt) -> None:
     django_rq.get_queue(queue_for(job.priority)).enqueue(
         "jobs.tasks.run_attempt",
         attempt.pk,
-        job_id=f"agenthub-{job.public_id}-{attempt.number}",
+        job_id=rq_job_id(attempt),
         job_timeout=job.agent.timeout_seconds + 600,
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
@@ -415,7 +435,7 @@ def _refresh_job(job: Job) -> None:
         job.finished_at = job.finished_at or job.updated_at
     job.save(update_fields=["status", "updated_at", "finished_at"])
     audit("system", "job.status", job=job, before=before, after=status)
-    _on_commit_publish(job)
+    _announce(job)
 
 
 def derive_status(job: Job, attempts: list[Attempt]) -> str:
@@ -439,14 +459,34 @@ def derive_status(job: Job, attempts: list[Attempt]) -> str:
     return JobStatus.FAILED
 
 
-def _on_commit_publish(job: Job) -> None:
-    def publish() -> None:
+def _announce(job: Job) -> None:
+    """Once committed, push the job's new state to the dashboard groups and, when it settled,
+    to its callback URL."""
+
+    def announce() -> None:
         fresh = Job.objects.select_related("team", "repository", "agent", "submitter").get(
             pk=job.pk
         )
         events.publish_job(fresh, job_summary(fresh))
+        if fresh.callback_url and fresh.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            _enqueue_webhook(fresh)
 
-    transaction.on_commit(publish)
+    transaction.on_commit(announce)
+
+
+def _enqueue_webhook(job: Job) -> None:
+    import django_rq
+    from rq import Retry
+
+    from jobs import webhooks
+
+    django_rq.get_queue("default").enqueue(
+        "jobs.tasks.deliver_webhook",
+        job.pk,
+        job.status,
+        retry=Retry(max=len(webhooks.RETRY_INTERVALS), interval=webhooks.RETRY_INTERVALS),
+        job_timeout=60,
+    )
 
 
 # --- cancel, re-run, reconcile -----------------------------------------------------------------
@@ -503,7 +543,7 @@ def rerun_job(user: Any, job: Job) -> Attempt:
             attempt=number,
             base_commit=base,
         )
-        _on_commit_publish(job)
+        _announce(job)
         team_id = job.team_id
         transaction.on_commit(lambda: dispatch(team_id))
     return attempt
@@ -524,9 +564,34 @@ def reconcile() -> dict[str, list[str]]:
         lost.append(str(attempt))
         if attempt.job.agent.retry_allowed and attempt.retry_of_id is None:
             retried.append(str(_retry(attempt)))
+    redelivered = _redeliver()
     for team_id in Team.objects.values_list("pk", flat=True):
         dispatch(team_id)
-    return {"lost": lost, "retried": retried}
+    return {"lost": lost, "retried": retried, "redelivered": redelivered}
+
+
+def _redeliver() -> list[str]:
+    """Hand RQ again the attempts it no longer holds (Redis was flushed or lost the message, or
+    the job failed before its claim): the database, not Redis, says what still has to run."""
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job as RQJob
+    from rq.job import JobStatus as RQStatus
+
+    connection = django_rq.get_connection()
+    waiting = Attempt.objects.filter(
+        status=AttemptStatus.QUEUED, dispatched_at__lt=timezone.now() - REDELIVER_AFTER
+    ).select_related("job__agent")
+    redelivered = []
+    for attempt in waiting:
+        try:
+            status = RQJob.fetch(rq_job_id(attempt), connection=connection).get_status()
+        except NoSuchJobError:
+            status = None
+        if status in (None, RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED):
+            enqueue(attempt)
+            redelivered.append(str(attempt))
+    return redelivered
 
 
 def _retry(attempt: Attempt) -> Attempt:
@@ -599,8 +664,8 @@ def review_job(
             comment=comment,
         )
         if decision == Decision.REQUEST_CHANGES:
-            _follow_up(job, target, comment)
-        _on_commit_publish(job)
+            _follow_up(job, target, comment, user)
+        _announce(job)
     return review
 
 
@@ -621,10 +686,16 @@ def _status_after_review(job: Job, attempt: Attempt, decision: str) -> str:
     return JobStatus.NEEDS_REVIEW
 
 
-def _follow_up(job: Job, attempt: Attempt, comment: str) -> None:
+def _follow_up(job: Job, attempt: Attempt, comment: str, reviewer: Any) -> None:
+    """Continue the reviewed result on a new attempt, with the comment added to the instruction.
+
+    The comment goes after a '#' line: readable to an AI agent, and a no-op header for the shell
+    agent, whose instruction is a script.
+    """
     number = (job.attempts.order_by("-number").values_list("number", flat=True).first() or 0) + 1
     if comment.strip():
-        job.prompt = f"{job.prompt}\n\nReviewer's requested changes:\n{comment.strip()}"
+        header = f"# Changes requested by {reviewer.get_username()} on attempt {attempt.number}:"
+        job.prompt = f"{job.prompt.rstrip()}\n\n{header}\n{comment.strip()}\n"
         job.save(update_fields=["prompt"])
     _new_attempt(job, number, attempt.base_commit, attempt.result_commit)
     team_id = job.team_id
@@ -669,7 +740,7 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
                 after=job.status,
                 conflicts=result.conflicts,
             )
-            _on_commit_publish(job)
+            _announce(job)
         else:
             job.status, job.merge_commit, job.conflicts = JobStatus.MERGED, result.commit or "", []
             job.updated_at = timezone.now()
@@ -685,7 +756,7 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
                 fast_forward=result.fast_forward,
                 attempt=target.number,
             )
-            _on_commit_publish(job)
+            _announce(job)
     if result.conflicts:
         raise Conflict(
             f"Merging into {job.target_branch} conflicts in {len(result.conflicts)} file(s).",

@@ -1,8 +1,10 @@
 from django.urls import path
 
-from jobs import api
+from jobs import api, openapi, views
 
 urlpatterns = [
+    path("", views.home, name="home"),
+    path("api/v1/openapi.json", openapi.openapi, name="api-openapi"),
     path("api/v1/jobs", api.jobs, name="api-jobs"),
     path("api/v1/jobs/<str:public_id>", api.job, name="api-job"),
     path("api/v1/jobs/<str:public_id>/events", api.job_events, name="api-job-events"),

@@ -3,8 +3,11 @@ team's concurrency limit, highest priority first."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import django_rq
 import pytest
+from django.utils import timezone
 
 from jobs import services
 from jobs.models import Attempt, AttemptStatus
@@ -72,3 +75,23 @@ def test_a_claimed_attempt_cannot_be_claimed_twice(alice, repo, django_capture_o
     assert services.claim_attempt(attempt.pk, "one")
     assert not services.claim_attempt(attempt.pk, "two")
     assert Attempt.objects.get(pk=attempt.pk).worker == "one"
+
+
+def test_reconcile_hands_rq_again_what_redis_lost(alice, repo, django_capture_on_commit_callbacks):
+    attempt = submit(alice, django_capture_on_commit_callbacks)
+    for name in ("high", "default", "low"):
+        django_rq.get_queue(name).empty()  # as if Redis had been flushed
+    Attempt.objects.filter(pk=attempt.pk).update(
+        dispatched_at=timezone.now() - services.REDELIVER_AFTER - timedelta(seconds=1)
+    )
+    assert services.reconcile()["redelivered"] == [str(attempt)]
+    assert queued_in_rq() == [attempt.pk]
+
+
+def test_reconcile_leaves_attempts_rq_still_holds(alice, repo, django_capture_on_commit_callbacks):
+    attempt = submit(alice, django_capture_on_commit_callbacks)
+    Attempt.objects.filter(pk=attempt.pk).update(
+        dispatched_at=timezone.now() - services.REDELIVER_AFTER - timedelta(seconds=1)
+    )
+    assert services.reconcile()["redelivered"] == []
+    assert queued_in_rq() == [attempt.pk]

@@ -36,7 +36,8 @@ class Command(BaseCommand):
             *QUEUES, worker_class="rq.worker.SimpleWorker", name=options["name"]
         )
         try:
-            worker.work(burst=options["burst"], logging_level="WARNING")
+            # The scheduler moves webhook retries back onto the queue when their backoff is over.
+            worker.work(burst=options["burst"], logging_level="WARNING", with_scheduler=True)
         finally:
             stop.set()
 

@@ -12,5 +12,5 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         found = services.reconcile()
-        lost, retried = ", ".join(found["lost"]) or "none", ", ".join(found["retried"]) or "none"
-        self.stdout.write(f"lost: {lost}; retried: {retried}")
+        for what, attempts in found.items():
+            self.stdout.write(f"{what}: {', '.join(attempts) or 'none'}")
