@@ -114,12 +114,13 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         "uid": spec.uid,
     }
     services.mark_running(attempt_id, card)
-    status, exit_code, reason = _run(
-        attempt_id,
-        backend.start(spec),
-        agent.timeout_seconds,
-        events.Masker(agent.secrets.values()),
-    )
+    try:
+        proc = backend.start(spec)
+    except SandboxError as exc:
+        services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"sandbox: {exc}")
+        return
+    masker = events.Masker(agent.secrets.values())
+    status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker)
     _finish(attempt, store, ws, workdir, status, exit_code, reason)
 
 

@@ -168,8 +168,7 @@ def submit_job(
             attempts=attempts,
         )
         _announce(job)
-        team_id = job.team_id
-        transaction.on_commit(lambda: dispatch(team_id))
+        _dispatch_on_commit(job.team_id)
     return job
 
 
@@ -245,6 +244,14 @@ def _is_branch(store: Path, ref: str) -> bool:
 def _title_from(prompt: str) -> str:
     first = prompt.strip().splitlines()[0] if prompt.strip() else "Untitled"
     return first[:80]
+
+
+def _next_number(job: Job) -> int:
+    return (job.attempts.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+
+
+def _dispatch_on_commit(team_id: int) -> None:
+    transaction.on_commit(partial(dispatch, team_id))
 
 
 def _new_attempt(
@@ -389,8 +396,7 @@ def finish_attempt(
         _transition(
             attempt_id, before, status, reason=reason, exit_code=exit_code, partial=attempt.partial
         )
-        team_id = attempt.job.team_id
-        transaction.on_commit(lambda: dispatch(team_id))
+        _dispatch_on_commit(attempt.job.team_id)
     return attempt
 
 
@@ -527,9 +533,7 @@ def rerun_job(user: Any, job: Job) -> Attempt:
                 f"Job {job.public_id} is {job.status}; it can be re-run once it has ended."
             )
         base = _resolve(job.repository, job.target_branch)
-        number = (
-            job.attempts.order_by("-number").values_list("number", flat=True).first() or 0
-        ) + 1
+        number = _next_number(job)
         attempt = _new_attempt(job, number, base, base)
         before, job.status, job.conflicts = job.status, JobStatus.QUEUED, []
         job.finished_at = None
@@ -544,8 +548,7 @@ def rerun_job(user: Any, job: Job) -> Attempt:
             base_commit=base,
         )
         _announce(job)
-        team_id = job.team_id
-        transaction.on_commit(lambda: dispatch(team_id))
+        _dispatch_on_commit(job.team_id)
     return attempt
 
 
@@ -597,9 +600,7 @@ def _redeliver() -> list[str]:
 def _retry(attempt: Attempt) -> Attempt:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=attempt.job_id)
-        number = (
-            job.attempts.order_by("-number").values_list("number", flat=True).first() or 0
-        ) + 1
+        number = _next_number(job)
         retry = _new_attempt(
             job, number, attempt.base_commit, attempt.start_commit, retry_of=attempt
         )
@@ -692,14 +693,13 @@ def _follow_up(job: Job, attempt: Attempt, comment: str, reviewer: Any) -> None:
     The comment goes after a '#' line: readable to an AI agent, and a no-op header for the shell
     agent, whose instruction is a script.
     """
-    number = (job.attempts.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+    number = _next_number(job)
     if comment.strip():
         header = f"# Changes requested by {reviewer.get_username()} on attempt {attempt.number}:"
         job.prompt = f"{job.prompt.rstrip()}\n\n{header}\n{comment.strip()}\n"
         job.save(update_fields=["prompt"])
     _new_attempt(job, number, attempt.base_commit, attempt.result_commit)
-    team_id = job.team_id
-    transaction.on_commit(lambda: dispatch(team_id))
+    _dispatch_on_commit(job.team_id)
 
 
 def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:

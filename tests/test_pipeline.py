@@ -256,3 +256,20 @@ def test_wait_returns_once_the_job_settles(api, alice, repo, workers):
     workers.burst()
     body = client.get(f"/api/v1/jobs/{public_id}/wait", timeout=5).json()
     assert (body["timed_out"], body["status"]) == (False, "no_changes")
+
+
+def test_local_backend_is_refused_unless_enabled(api, alice, team, repo, workers):
+    shell_agent(team, name="unsafe", backend="local")
+    public_id = run_job(api(alice), workers, "touch x", agent="unsafe")
+    attempt = Attempt.objects.get(job__public_id=public_id)
+    assert attempt.status == "failed"
+    assert "AGENTHUB_ALLOW_LOCAL_SANDBOX" in attempt.reason
+
+
+def test_local_backend_runs_when_enabled(api, alice, team, repo, workers):
+    shell_agent(team, name="unsafe", backend="local")
+    public_id = submit(api(alice), "touch x\necho $AGENTHUB_ATTEMPT", agent="unsafe")
+    workers.burst(AGENTHUB_ALLOW_LOCAL_SANDBOX="1")
+    attempt = Attempt.objects.get(job__public_id=public_id)
+    assert (attempt.status, attempt.card["backend"]) == ("succeeded", "local")
+    assert [f["path"] for f in attempt.files] == ["x"]
