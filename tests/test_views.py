@@ -27,3 +27,13 @@ def test_home_hides_other_teams_jobs(client, alice, carol, repo):
 
 def test_home_invites_anonymous_visitors_to_sign_in(client):
     assert "sign in" in client.get("/").content.decode()
+
+
+def test_staff_can_manage_teams_and_members_in_the_admin(admin_client, team):
+    page = admin_client.get(f"/admin/jobs/team/{team.pk}/change/")
+    assert page.status_code == 200
+    assert "Memberships" in page.content.decode() or "membership" in page.content.decode()
+
+
+def test_repositories_are_added_by_command_not_the_admin(admin_client):
+    assert admin_client.get("/admin/jobs/repository/add/").status_code == 403
