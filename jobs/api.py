@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -28,11 +29,13 @@ from jobs.errors import (
     TooLarge,
     Unauthorized,
 )
-from jobs.models import ApiToken, Attempt, Job, JobStatus, hash_token
+from jobs.models import FINISHED_ATTEMPT_STATUSES, ApiToken, Attempt, Job, JobStatus, hash_token
 from jobs.serialize import job_detail, job_summary
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 WAIT_MAX_SECONDS = 60
+SSE_POLL_SECONDS = 0.25
+SSE_KEEPALIVE_SECONDS = 15.0
 # A job in one of these states is waiting for a person or is over: /wait returns.
 SETTLED = {s for s in JobStatus.values if s not in (JobStatus.QUEUED, JobStatus.RUNNING)}
 
@@ -80,7 +83,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @csrf_exempt  # checked in authenticate() for session users; tokens need none
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 return JsonResponse(
                     {"error": "method_not_allowed", "detail": f"Use {' or '.join(methods)}."},
@@ -117,17 +120,23 @@ def _str(data: dict[str, Any], name: str, default: str | None = None) -> Any:
     return value
 
 
-def _int(data: Any, name: str, default: int | None) -> Any:
+def _int(
+    data: Any, name: str, default: int | None, low: int | None = None, high: int | None = None
+) -> Any:
     value = data.get(name, default)
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
-        return value
     if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    raise BadInput(f"{name} must be a whole number, not {value!r}.", field=name)
+        value = int(value)
+    if value is None:
+        return value
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadInput(f"{name} must be a whole number, not {value!r}.", field=name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise BadInput(f"{name} must be from {low} to {high}, not {value}.", field=name)
+    return value
 
 
 @api_view("GET", "POST")
-def jobs(request: HttpRequest, user: Any) -> HttpResponse:
+def jobs(request: HttpRequest, user: Any) -> HttpResponseBase:
     if request.method == "POST":
         return _submit(request, user)
     found = access.visible_jobs(user).order_by("-created_at", "-pk")
@@ -135,8 +144,8 @@ def jobs(request: HttpRequest, user: Any) -> HttpResponse:
         found = found.filter(status=status)
     if repo := request.GET.get("repo"):
         found = found.filter(repository__name=repo)
-    page = Paginator(found, min(_int(request.GET, "per_page", 50), 200)).get_page(
-        _int(request.GET, "page", 1)
+    page = Paginator(found, _int(request.GET, "per_page", 50, 1, 200)).get_page(
+        _int(request.GET, "page", 1, 1)
     )
     return JsonResponse(
         {
@@ -148,7 +157,7 @@ def jobs(request: HttpRequest, user: Any) -> HttpResponse:
     )
 
 
-def _submit(request: HttpRequest, user: Any) -> HttpResponse:
+def _submit(request: HttpRequest, user: Any) -> HttpResponseBase:
     data = _body(request)
     job = services.submit_job(
         user,
@@ -166,7 +175,7 @@ def _submit(request: HttpRequest, user: Any) -> HttpResponse:
 
 
 @api_view("GET")
-def job(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
+def job(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
     return JsonResponse(job_detail(access.get_job(user, public_id)))
 
 
@@ -180,10 +189,15 @@ def _attempt(job: Job, request: HttpRequest) -> Attempt:
 
 
 @api_view("GET")
-def job_events(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
+def job_events(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
     attempt = _attempt(access.get_job(user, public_id), request)
-    after = _int(request.GET, "after", 0)
-    limit = min(_int(request.GET, "limit", 1000), 5000)
+    after = _int(request.GET, "after", 0, 0)
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        resume = _int(
+            {"Last-Event-ID": request.headers.get("Last-Event-ID")}, "Last-Event-ID", 0, 0
+        )
+        return event_stream(attempt, max(after, resume))
+    limit = _int(request.GET, "limit", 1000, 1, 5000)
     found = list(attempt.events.filter(seq__gt=after).order_by("seq")[:limit])
     return JsonResponse(
         {
@@ -195,8 +209,49 @@ def job_events(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
     )
 
 
+def _sse(kind: str, data: dict[str, Any], seq: int | None = None) -> str:
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def event_stream(attempt: Attempt, after: int) -> StreamingHttpResponse:
+    """Server-Sent Events: the backlog after `after`, then new events as they are written, until
+    the attempt has ended. Each event's `id` is its seq, so a reconnecting client resumes with
+    Last-Event-ID and misses nothing."""
+
+    async def stream() -> AsyncIterator[str]:
+        last, idle = after, 0.0
+        while True:
+            batch = [e async for e in attempt.events.filter(seq__gt=last).order_by("seq")[:500]]
+            for event in batch:
+                last = event.seq
+                yield _sse(event.kind, event.as_dict(), event.seq)
+            if batch:
+                idle = 0.0
+                continue
+            status = (
+                await Attempt.objects.filter(pk=attempt.pk).values_list("status", flat=True).aget()
+            )
+            if (
+                status in FINISHED_ATTEMPT_STATUSES
+                and not await attempt.events.filter(seq__gt=last).aexists()
+            ):
+                yield _sse("end", {"status": status})
+                return
+            if idle >= SSE_KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(SSE_POLL_SECONDS)
+            idle += SSE_POLL_SECONDS
+
+    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
 @api_view("GET")
-def job_diff(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
+def job_diff(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
     attempt = _attempt(access.get_job(user, public_id), request)
     response = HttpResponse(attempt.patch, content_type="text/x-diff; charset=utf-8")
     response["X-Diff-Hash"] = attempt.diff_hash
@@ -204,7 +259,7 @@ def job_diff(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
 
 
 @api_view("POST")
-def job_reviews(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
+def job_reviews(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
     job = access.get_job(user, public_id)
     data = _body(request)
     review = services.review_job(
@@ -228,20 +283,20 @@ def job_reviews(request: HttpRequest, user: Any, public_id: str) -> HttpResponse
 
 
 @api_view("POST")
-def job_merge(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
+def job_merge(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
     job = access.get_job(user, public_id)
     commit = services.merge_job(user, job, attempt=_int(_body(request), "attempt", None))
     return JsonResponse({"commit": commit, "status": JobStatus.MERGED})
 
 
 @api_view("POST")
-def job_cancel(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
+def job_cancel(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
     job = services.cancel_job(user, access.get_job(user, public_id))
     return JsonResponse({"id": job.public_id, "status": job.status}, status=202)
 
 
 @api_view("POST")
-def job_rerun(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
+def job_rerun(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
     attempt = services.rerun_job(user, access.get_job(user, public_id))
     return JsonResponse(
         {"id": public_id, "status": JobStatus.QUEUED, "attempt": attempt.number}, status=202
@@ -249,7 +304,7 @@ def job_rerun(request: HttpRequest, user: Any, public_id: str) -> HttpResponse:
 
 
 @csrf_exempt
-async def job_wait(request: HttpRequest, public_id: str) -> HttpResponse:
+async def job_wait(request: HttpRequest, public_id: str) -> HttpResponseBase:
     """Long poll. Async so that a waiting client holds no thread of the server."""
     if request.method != "GET":
         return JsonResponse({"error": "method_not_allowed", "detail": "Use GET."}, status=405)

@@ -170,7 +170,7 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
 
 def wait_for_job(client: Client, public_id: str, timeout: float | None) -> int:
     """Long-poll until the job is settled; the bell tells a person who looked away."""
-    deadline = time.monotonic() + timeout if timeout else None
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         poll = WAIT_POLL_SECONDS
         if deadline is not None:
@@ -259,8 +259,8 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
             if event["seq"] > after:
                 out(event_line(event))
                 after = event["seq"]
-        if after < page["last_seq"]:
-            continue
+        if page["events"] and after < page["last_seq"]:
+            continue  # more than one page behind: fetch the rest at once
         if not args.follow or page["status"] in TERMINAL_ATTEMPT:
             return 0
         time.sleep(FOLLOW_INTERVAL)
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     # from overwriting one given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help="server (env AGENTHUB_URL)")
-    common.add_argument("--token", default=argparse.SUPPRESS, help="API token (AGENTHUB_TOKEN)")
+    common.add_argument("--token", default=argparse.SUPPRESS, help="API token (env AGENTHUB_TOKEN)")
     parser = argparse.ArgumentParser(prog="agenthub", description="AgentHub command-line client.")
     parser.add_argument("--url", default=None, help=f"server (env AGENTHUB_URL, {DEFAULT_URL})")
     parser.add_argument("--token", default=None, help="API token (env AGENTHUB_TOKEN)")
@@ -371,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs = add("logs", cmd_logs, "print an attempt's events")
     logs.add_argument("-f", "--follow", action="store_true", help="follow until the attempt ends")
     logs.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
-    add("diff", cmd_diff, "print an attempt's patch").add_argument("--attempt", type=int)
+    add("diff", cmd_diff, "print an attempt's patch").add_argument(
+        "--attempt", type=int, help="attempt number (default: the latest)"
+    )
     _review_arguments(add("review", cmd_review, "approve, reject or request changes"))
     add("merge", cmd_merge, "merge an approved job and print the commit")
     add("cancel", cmd_cancel, "cancel a job's open attempts")
@@ -390,7 +392,9 @@ def _submit_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--attempts", type=int, help="parallel attempts (1-5)")
     sub.add_argument("--priority", type=int, help="-10..10, higher runs first")
     sub.add_argument("--wait", action="store_true", help="then wait like `agenthub wait`")
-    sub.add_argument("--timeout", type=_timeout, help="with --wait: give up after S seconds")
+    sub.add_argument(
+        "--timeout", type=_timeout, metavar="S", help="with --wait: give up after S seconds"
+    )
     sub.add_argument("prompt", metavar="PROMPT", help="the instruction; - reads it from stdin")
 
 

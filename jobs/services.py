@@ -449,11 +449,7 @@ def derive_status(job: Job, attempts: list[Attempt]) -> str:
     if states & set(ACTIVE_ATTEMPT_STATUSES):
         return JobStatus.RUNNING
     if AttemptStatus.QUEUED in states:
-        return (
-            JobStatus.RUNNING
-            if states - {AttemptStatus.QUEUED} - {AttemptStatus.LOST}
-            else JobStatus.QUEUED
-        )
+        return JobStatus.QUEUED
     if job.status in (JobStatus.APPROVED, JobStatus.REJECTED, JobStatus.CONFLICT):
         return job.status
     if any(a.status == AttemptStatus.SUCCEEDED and a.has_changes for a in attempts):
@@ -666,6 +662,7 @@ def review_job(
         )
         if decision == Decision.REQUEST_CHANGES:
             _follow_up(job, target, comment, user)
+            _refresh_job(job)  # back to queued: the follow-up attempt waits for a worker
         _announce(job)
     return review
 

@@ -3,6 +3,7 @@ git shadow workspace → bwrap sandbox → events → diff → review → merge 
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,46 @@ def test_local_backend_runs_when_enabled(api, alice, team, repo, workers):
     attempt = Attempt.objects.get(job__public_id=public_id)
     assert (attempt.status, attempt.card["backend"]) == ("succeeded", "local")
     assert [f["path"] for f in attempt.files] == ["x"]
+
+
+def read_sse(body: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, event, data) of each server-sent event."""
+    found = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
+        )
+        found.append((fields.get("id", ""), fields["event"], json.loads(fields["data"])))
+    return found
+
+
+async def sse(client: Any, path: str, **headers: str) -> str:
+    response = await client.get(path, headers={"Accept": "text/event-stream", **headers})
+    assert response["Content-Type"] == "text/event-stream"
+    return "".join([chunk.decode() async for chunk in response.streaming_content])
+
+
+def test_events_stream_as_sse_resuming_after_last_event_id(api, alice, repo, workers):
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    client = api(alice)
+    public_id = run_job(client, workers, "echo one\necho two\necho three")
+    stored = events_of(client, public_id)
+    path = f"/api/v1/jobs/{public_id}/events"
+    auth = client.headers["HTTP_AUTHORIZATION"]
+
+    body = async_to_sync(sse)(AsyncClient(), path, **{"Last-Event-ID": "2", "Authorization": auth})
+    streamed = read_sse(body)
+
+    assert [int(i) for i, _, _ in streamed[:-1]] == [e["seq"] for e in stored[2:]]
+    assert [d for _, _, d in streamed[:-1]] == stored[2:]
+    assert streamed[-1][1:] == ("end", {"status": "succeeded"})
+
+
+def test_bad_paging_is_400_naming_the_field(api, alice, repo):
+    client = api(alice)
+    assert client.get("/api/v1/jobs", per_page=0).json()["field"] == "per_page"
+    public_id = submit(client, "true")
+    response = client.get(f"/api/v1/jobs/{public_id}/events", limit=-1)
+    assert (response.status_code, response.json()["field"]) == (400, "limit")

@@ -103,7 +103,9 @@ def test_request_changes_continues_the_result_on_a_new_attempt(api, alice, bob, 
         {"decision": "request_changes", "comment": "echo world > world.txt"},
     )
     assert response.status_code == 201
-    assert Job.objects.get(public_id=public_id).status == JobStatus.CHANGES_REQUESTED
+    assert Job.objects.get(public_id=public_id).status == JobStatus.QUEUED
+    decided = AuditEntry.objects.get(action="review.request_changes", job__public_id=public_id)
+    assert (decided.actor, decided.after) == (bob, JobStatus.CHANGES_REQUESTED)
     workers.burst()
 
     second = Attempt.objects.get(job__public_id=public_id, number=2)
