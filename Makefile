@@ -24,10 +24,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy agenthub jobs
 
-# Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's.
+# Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's,
+# in a place the sandbox users can reach wherever the checkout is.
+TEST_DATA_DIR ?= /tmp/agenthub-test
 test: lint typecheck
-	rm -rf .agenthub/test
-	AGENTHUB_DATA_DIR=$(CURDIR)/.agenthub/test $(BIN)/python -m agenthub.embedded_redis $(BIN)/pytest $(PYTEST_ARGS)
+	rm -rf $(TEST_DATA_DIR) && mkdir -m 755 -p $(TEST_DATA_DIR)
+	AGENTHUB_DATA_DIR=$(TEST_DATA_DIR) $(BIN)/python -m agenthub.embedded_redis $(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .agenthub
