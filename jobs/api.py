@@ -193,9 +193,7 @@ def job_events(request: HttpRequest, user: Any, public_id: str) -> HttpResponseB
     attempt = _attempt(access.get_job(user, public_id), request)
     after = _int(request.GET, "after", 0, 0)
     if "text/event-stream" in request.headers.get("Accept", ""):
-        resume = _int(
-            {"Last-Event-ID": request.headers.get("Last-Event-ID")}, "Last-Event-ID", 0, 0
-        )
+        resume = _int(request.headers, "Last-Event-ID", 0, 0)
         return event_stream(attempt, max(after, resume))
     limit = _int(request.GET, "limit", 1000, 1, 5000)
     found = list(attempt.events.filter(seq__gt=after).order_by("seq")[:limit])

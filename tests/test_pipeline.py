@@ -309,6 +309,8 @@ def test_events_stream_as_sse_resuming_after_last_event_id(api, alice, repo, wor
     assert [int(i) for i, _, _ in streamed[:-1]] == [e["seq"] for e in stored[2:]]
     assert [d for _, _, d in streamed[:-1]] == stored[2:]
     assert streamed[-1][1:] == ("end", {"status": "succeeded"})
+    everything = read_sse(async_to_sync(sse)(AsyncClient(), path, Authorization=auth))
+    assert [int(i) for i, _, _ in everything[:-1]] == [e["seq"] for e in stored]
 
 
 def test_bad_paging_is_400_naming_the_field(api, alice, repo):
