@@ -3,6 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("django-rq/", include("django_rq.urls")),
     path("", include("jobs.urls")),
 ]

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from jobs.errors import Forbidden, NotFound
-from jobs.models import Job, Membership, Role, Team
+from jobs.models import Job, JobStatus, Membership, Role, Team
 
 
 def memberships(user: Any) -> QuerySet[Membership]:
@@ -57,3 +57,14 @@ def require_reviewer(user: Any, job: Job) -> Membership:
 def can_cancel(user: Any, job: Job) -> bool:
     member = membership(user, job.team_id)
     return member is not None and (job.submitter_id == user.pk or member.can_review)
+
+
+def is_concerned(user: Any, job: Job) -> bool:
+    """Whether news of the job is for this user: their own job, or one waiting for them to
+    review. Decides the in-page alerts (jobs.consumers) and the push notifications."""
+    if job.submitter_id == user.pk:
+        return True
+    if job.status != JobStatus.NEEDS_REVIEW:
+        return False
+    member = membership(user, job.team_id)
+    return member is not None and member.can_review

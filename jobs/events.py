@@ -45,6 +45,11 @@ def team_group(team_id: int) -> str:
     return f"team-{team_id}"
 
 
+def user_group(user_id: int) -> str:
+    """Every socket of a user; used to close them all when the user signs out."""
+    return f"user-{user_id}"
+
+
 class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: list[str] = []

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -176,6 +177,10 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+    @cached_property
+    def latest_attempt(self) -> Attempt | None:
+        return self.attempts.order_by("-number").first()
 
     def reviews_qs(self) -> models.QuerySet[Review]:
         return Review.objects.filter(attempt__job=self).select_related("attempt", "reviewer")

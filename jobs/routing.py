@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
+from django.urls import path
 
-# The browser consumers (/ws/dashboard/, /ws/jobs/<id>/) arrive with the dashboard; the groups
-# they will join are already fed by jobs.events.
-websocket_urlpatterns: list[Any] = []
+from jobs import consumers
+
+websocket_urlpatterns = [
+    path("ws/dashboard/", consumers.DashboardConsumer.as_asgi()),
+    path("ws/jobs/<str:public_id>/", consumers.JobConsumer.as_asgi()),
+]

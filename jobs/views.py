@@ -1,13 +1,280 @@
-"""Pages. The dashboard proper (live job list, job and review pages) builds on these."""
+"""Pages: the dashboard, a job's live log, and its review. Only glue: lookups through
+jobs.access, changes through jobs.services, live updates through jobs.consumers."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from collections.abc import Iterator
+from typing import Any
 
-from jobs import access
+from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from jobs import access, services
+from jobs.errors import Conflict, ServiceError
+from jobs.forms import ReviewForm, SubmitForm
+from jobs.models import Attempt, Job, JobStatus, Role
+
+FILTERS = ("status", "repo", "agent", "mine")
 
 
-def home(request: HttpRequest) -> HttpResponse:
-    jobs = access.visible_jobs(request.user).order_by("-created_at")[:25]
-    return render(request, "jobs/home.html", {"jobs": jobs})
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _job(request: HtmxHttpRequest, public_id: str) -> Job:
+    try:
+        return access.get_job(request.user, public_id)
+    except ServiceError:
+        raise Http404 from None
+
+
+@login_required
+def dashboard(request: HtmxHttpRequest) -> HttpResponse:
+    jobs = _filtered(request, access.visible_jobs(request.user))[:100]
+    context = {"jobs": jobs, "filters": _filter_context(request), "statuses": JobStatus.choices}
+    if request.htmx and request.htmx.target == "job-list":
+        return render(request, "jobs/_job_list.html", context)
+    return render(
+        request, "jobs/dashboard.html", {**context, "form": SubmitForm(user=request.user)}
+    )
+
+
+def _filtered(request: HtmxHttpRequest, jobs: QuerySet[Job]) -> QuerySet[Job]:
+    if status := request.GET.get("status"):
+        jobs = jobs.filter(status=status)
+    if repo := request.GET.get("repo"):
+        jobs = jobs.filter(repository__name=repo.rpartition("/")[2])
+    if agent := request.GET.get("agent"):
+        jobs = jobs.filter(agent__name=agent)
+    if request.GET.get("mine"):
+        jobs = jobs.filter(submitter_id=request.user.pk)
+    return jobs.order_by("-created_at", "-pk")
+
+
+def _filter_context(request: HtmxHttpRequest) -> dict[str, Any]:
+    form = SubmitForm(user=request.user)
+    return {
+        "values": {name: request.GET.get(name, "") for name in FILTERS},
+        "repos": [value for value, _ in form.fields["repo"].choices],  # type: ignore[attr-defined]
+        "agents": [value for value, _ in form.fields["agent"].choices],  # type: ignore[attr-defined]
+    }
+
+
+@login_required
+@require_POST
+def submit(request: HtmxHttpRequest) -> HttpResponse:
+    form = SubmitForm(request.POST, user=request.user)
+    job = None
+    if form.is_valid():
+        try:
+            job = services.submit_job(request.user, **form.cleaned_data)
+        except ServiceError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.detail)
+    if not request.htmx:
+        return (
+            redirect("dashboard") if job else render(request, "jobs/dashboard.html", {"form": form})
+        )
+    if job is None:
+        return render(request, "jobs/_submit_form.html", {"form": form})
+    # The form comes back empty, and the new card lands on top of the list (out of band).
+    fresh = SubmitForm(
+        user=request.user,
+        initial={"repo": form.cleaned_data["repo"], "agent": form.cleaned_data["agent"]},
+    )
+    response = render(request, "jobs/_submit_response.html", {"form": fresh, "job": job})
+    return trigger_client_event(response, "job-submitted", {"id": job.public_id})
+
+
+@login_required
+def job_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    job = _job(request, public_id)
+    attempts = list(job.attempts.order_by("number"))
+    attempt = _chosen_attempt(request, attempts)
+    return render(
+        request,
+        "jobs/job.html",
+        {
+            "job": job,
+            "attempts": attempts,
+            "attempt": attempt,
+            "can_cancel": access.can_cancel(request.user, job)
+            and job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
+            "can_rerun": job.status not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED),
+        },
+    )
+
+
+def _chosen_attempt(request: HtmxHttpRequest, attempts: list[Attempt]) -> Attempt | None:
+    wanted = request.GET.get("attempt", "")
+    chosen = [a for a in attempts if str(a.number) == wanted]
+    return chosen[0] if chosen else (attempts[-1] if attempts else None)
+
+
+@login_required
+def job_log(request: HtmxHttpRequest, public_id: str) -> StreamingHttpResponse:
+    """The whole log of an attempt as plain text, streamed (the page shows only the tail)."""
+    job = _job(request, public_id)
+    attempt = _chosen_attempt(request, list(job.attempts.order_by("number")))
+    if attempt is None:
+        raise Http404
+
+    def lines() -> Iterator[str]:
+        for event in attempt.events.order_by("seq").iterator(chunk_size=2000):
+            yield f"{event.ts:%H:%M:%S} [{event.stream or event.kind}] {event.text}\n"
+
+    response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'inline; filename="{job.public_id}-{attempt.number}.log"'
+    return response
+
+
+@login_required
+def review_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    from jobs import diffview
+
+    job = _job(request, public_id)
+    context = _review_context(request, job)
+    attempt = context["attempt"]
+    files = diffview.parse_patch(attempt.patch, attempt.files) if attempt else []
+    context.update(
+        {
+            "files": files,
+            "tree": diffview.file_tree(files),
+            "diff_file_url": reverse("job-diff-file", args=[job.public_id])
+            + (f"?attempt={attempt.number}&" if attempt else "?"),
+        }
+    )
+    return render(request, "jobs/review.html", context)
+
+
+def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
+    attempts = list(job.attempts.order_by("number"))
+    reviewable = [a for a in attempts if a.status == "succeeded" and a.result_commit]
+    wanted = request.GET.get("attempt", "")
+    chosen = [a for a in attempts if str(a.number) == wanted]
+    attempt = (
+        chosen[0]
+        if chosen
+        else (reviewable[-1] if reviewable else (attempts[-1] if attempts else None))
+    )
+    member = access.membership(request.user, job.team_id)
+    return {
+        "job": job,
+        "attempts": attempts,
+        "attempt": attempt,
+        "reviews": job.reviews_qs().order_by("created_at"),
+        "approvals": services.approvals(attempt) if attempt and attempt.diff_hash else 0,
+        "why_not_review": _why_not_review(request.user, job, member, attempt),
+        "can_merge": member is not None and member.can_review and job.status == JobStatus.APPROVED,
+        "can_rerun": job.status not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED),
+        "form": ReviewForm(initial={"attempt": attempt.number if attempt else None}),
+    }
+
+
+def _why_not_review(user: Any, job: Job, member: Any, attempt: Attempt | None) -> str:
+    """Why the review buttons are disabled for this user, or '' when they are not."""
+    if job.submitter_id == user.pk:
+        return "You submitted this job; someone else has to review it."
+    if member is None or member.role not in (Role.REVIEWER, Role.ADMIN):
+        return "Only reviewers of the team can review."
+    if job.status not in (JobStatus.NEEDS_REVIEW, JobStatus.APPROVED, JobStatus.CONFLICT):
+        return f"Nothing to review: the job is {job.get_status_display().lower()}."
+    if attempt is None or not attempt.result_commit:
+        return "This attempt has no result to review."
+    return ""
+
+
+@login_required
+def review_panel(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    job = _job(request, public_id)
+    return render(request, "jobs/_review_panel.html", _review_context(request, job))
+
+
+@login_required
+@require_POST
+def review_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    job = _job(request, public_id)
+    form = ReviewForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            services.review_job(
+                request.user,
+                job,
+                form.cleaned_data["decision"],
+                comment=form.cleaned_data["comment"],
+                attempt=form.cleaned_data["attempt"],
+            )
+        except ServiceError as exc:
+            error = exc.detail
+    else:
+        error = "Choose approve, reject or request changes."
+    return _panel_response(request, job, error)
+
+
+@login_required
+@require_POST
+def merge_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    job = _job(request, public_id)
+    error = ""
+    try:
+        services.merge_job(request.user, job)
+    except Conflict as exc:
+        error = exc.detail
+    except ServiceError as exc:
+        error = exc.detail
+    return _panel_response(request, job, error)
+
+
+def _panel_response(request: HtmxHttpRequest, job: Job, error: str) -> HttpResponse:
+    job.refresh_from_db()
+    if not request.htmx:
+        return redirect("job-review", public_id=job.public_id)
+    return render(
+        request, "jobs/_review_panel.html", {**_review_context(request, job), "error": error}
+    )
+
+
+@login_required
+@require_POST
+def cancel_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    job = _job(request, public_id)
+    try:
+        services.cancel_job(request.user, job)
+    except ServiceError:
+        pass  # the page shows the job's real state either way
+    return redirect("job", public_id=job.public_id)
+
+
+@login_required
+@require_POST
+def rerun_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    job = _job(request, public_id)
+    try:
+        services.rerun_job(request.user, job)
+    except ServiceError:
+        pass
+    return redirect("job", public_id=job.public_id)
+
+
+@login_required
+def diff_file(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    """One file of a large diff, loaded on demand by the review page."""
+    from jobs import diffview
+
+    job = _job(request, public_id)
+    attempt = _chosen_attempt(request, list(job.attempts.order_by("number")))
+    path = request.GET.get("path", "")
+    files = (
+        [f for f in diffview.parse_patch(attempt.patch, attempt.files) if f.path == path]
+        if attempt
+        else []
+    )
+    if not files:
+        raise Http404
+    return render(request, "jobs/_diff_file.html", {"file": files[0]})

@@ -1,23 +1,39 @@
+"""Pages: the dashboard, the job page and the review page, their scoping and their escaping."""
+
 from __future__ import annotations
 
 import pytest
 
 from jobs import services
+from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 
+XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 
-def test_home_lists_the_teams_jobs_as_text_never_html(client, alice, repo):
-    services.submit_job(
-        alice, repo="demo", agent="shell", prompt="true", title="<script>alert(1)</script>"
-    )
+
+def test_anonymous_visitors_are_sent_to_sign_in(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_dashboard_lists_the_teams_jobs_as_text_never_html(client, alice, repo):
+    services.submit_job(alice, repo="demo", agent="shell", prompt="true", title=XSS)
     client.force_login(alice)
     page = client.get("/").content.decode()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
 
 
-def test_home_hides_other_teams_jobs(client, alice, carol, repo):
+def test_every_page_has_a_strict_content_security_policy(client, alice, repo):
+    client.force_login(alice)
+    policy = client.get("/")["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
+def test_dashboard_hides_other_teams_jobs(client, alice, carol, repo):
     services.submit_job(
         alice, repo="demo", agent="shell", prompt="true", title="alice's secret plan"
     )
@@ -25,14 +41,72 @@ def test_home_hides_other_teams_jobs(client, alice, carol, repo):
     assert "secret plan" not in client.get("/").content.decode()
 
 
-def test_home_invites_anonymous_visitors_to_sign_in(client):
-    assert "sign in" in client.get("/").content.decode()
+def test_dashboard_filters_return_just_the_list_for_htmx(client, alice, repo):
+    services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="first task")
+    client.force_login(alice)
+    response = client.get(
+        "/", {"status": "merged"}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="job-list"
+    )
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="job-list"')
+    assert "first task" not in body and "No jobs yet" in body
+
+
+def test_submitting_from_the_form_returns_a_fresh_form_and_the_new_card(client, alice, repo):
+    client.force_login(alice)
+    response = client.post(
+        "/jobs/submit",
+        {"repo": "demo/demo", "agent": "shell", "prompt": "echo hi", "attempts": 1, "priority": 0},
+        HTTP_HX_REQUEST="true",
+    )
+    job = Job.objects.get()
+    body = response.content.decode()
+    assert 'id="submit-form"' in body
+    assert f'id="job-{job.public_id}"' in body and 'class="new-card"' in body
+    assert job.submitter == alice and job.status == "queued"
+
+
+def test_submit_errors_are_shown_on_the_form(client, alice, repo):
+    client.force_login(alice)
+    response = client.post(
+        "/jobs/submit",
+        {
+            "repo": "demo/demo",
+            "agent": "shell",
+            "prompt": "true",
+            "base_ref": "../../etc",
+            "attempts": 1,
+            "priority": 0,
+        },
+        HTTP_HX_REQUEST="true",
+    )
+    assert "Invalid ref" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_outsiders_get_404_for_job_pages(client, alice, carol, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    client.force_login(carol)
+    for path in ("/", "log.txt", "review/", "review/panel", "diff/file?path=x"):
+        url = f"/jobs/{job.public_id}/{path}" if path != "/" else f"/jobs/{job.public_id}/"
+        assert client.get(url).status_code == 404, url
+    for path in ("review/decide", "merge", "cancel", "rerun"):
+        assert (
+            client.post(f"/jobs/{job.public_id}/{path}", {"decision": "approve"}).status_code == 404
+        )
+
+
+def test_job_page_shows_the_prompt_as_text(client, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt=XSS)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.public_id}/").content.decode()
+    assert "&lt;script&gt;alert(1)" in page and "<script>alert(1)" not in page
 
 
 def test_staff_can_manage_teams_and_members_in_the_admin(admin_client, team):
     page = admin_client.get(f"/admin/jobs/team/{team.pk}/change/")
     assert page.status_code == 200
-    assert "Memberships" in page.content.decode() or "membership" in page.content.decode()
+    assert "membership" in page.content.decode().lower()
 
 
 def test_repositories_are_added_by_command_not_the_admin(admin_client):
