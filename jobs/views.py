@@ -21,6 +21,7 @@ from jobs.forms import ReviewForm, SubmitForm
 from jobs.models import Attempt, Job, JobStatus, Role
 
 FILTERS = ("status", "repo", "agent", "mine")
+PAGE_DIFF_LINES = 3000
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -141,6 +142,7 @@ def review_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     context = _review_context(request, job)
     attempt = context["attempt"]
     files = diffview.parse_patch(attempt.patch, attempt.files) if attempt else []
+    _collapse_beyond(files, PAGE_DIFF_LINES)
     context.update(
         {
             "files": files,
@@ -150,6 +152,15 @@ def review_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         }
     )
     return render(request, "jobs/review.html", context)
+
+
+def _collapse_beyond(files: list[Any], budget: int) -> None:
+    """Keep big reviews fast: once the page holds `budget` lines, later files load on demand."""
+    for file in files:
+        if budget <= 0:
+            file.large = True
+        elif not file.large:
+            budget -= file.line_count
 
 
 def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
