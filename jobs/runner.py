@@ -6,6 +6,8 @@ jobs.sandbox; this module only sequences them and reports through jobs.services.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -109,7 +111,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         "base_commit": attempt.base_commit,
         "start_commit": attempt.start_commit,
         "agent": agent.name,
-        "agent_version": agent.pk,
+        "agent_version": _config_hash(agent.command, spec.limits, agent.network),
         "worker": worker_name(),
         "uid": spec.uid,
     }
@@ -122,6 +124,14 @@ def _execute(attempt_id: int, workdir: Path) -> None:
     masker = events.Masker(agent.secrets.values())
     status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker)
     _finish(attempt, store, ws, workdir, status, exit_code, reason)
+
+
+def _config_hash(command: str, limits: Limits, network: bool) -> str:
+    """Names the agent's configuration as it ran, so a changed agent shows on the card."""
+    config = json.dumps(
+        {"command": command, "limits": asdict(limits), "network": network}, sort_keys=True
+    )
+    return hashlib.sha256(config.encode()).hexdigest()[:12]
 
 
 def _tools(backend: str) -> tuple[dict[str, Path], dict[str, str]]:

@@ -38,6 +38,11 @@ function liveSocket(url, onMessage, onState) {
   };
 }
 
+/* The same words the server renders: "needs_review" -> "Needs Review". */
+function statusLabel(status) {
+  return status.split("_").map((w) => w[0].toUpperCase() + w.slice(1)).join(" ");
+}
+
 /* --- durations -------------------------------------------------------------------------- */
 
 function formatDuration(seconds) {
@@ -83,7 +88,7 @@ const notifier = {
     if (loud) {
       if (prefs.sound) beep();
       if (window.Notification && Notification.permission === "granted") {
-        const note = new Notification(`Job ${job.id} ${job.status.replace("_", " ")}`,
+        const note = new Notification(`Job ${job.id}: ${statusLabel(job.status).toLowerCase()}`,
           { body: job.title, tag: job.id });
         note.onclick = () => { window.focus(); location.href = jobUrl(job); };
       }
@@ -111,7 +116,7 @@ function toast(job, loud) {
   el.setAttribute("role", loud ? "alert" : "status");
   const link = document.createElement("a");
   link.href = jobUrl(job);
-  link.textContent = `${job.title} — ${job.status.replace("_", " ")}`;
+  link.textContent = `${job.title} — ${statusLabel(job.status).toLowerCase()}`;
   const close = document.createElement("button");
   close.type = "button";
   close.className = "close";
@@ -177,7 +182,7 @@ function onDashboard(message) {
 function showCurrentJob(job) {
   const page = document.querySelector("[data-job-ws]");
   page.querySelectorAll("[data-role=status]").forEach((chip) => {
-    chip.textContent = job.status.replace("_", " ");
+    chip.textContent = statusLabel(job.status);
     chip.className = "chip chip-" + job.status;
   });
   const duration = page.querySelector("[data-role=duration]");
