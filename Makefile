@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy agenthub jobs
+	$(BIN)/mypy agenthub jobs notify
 
 # Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's,
 # in a place the sandbox users can reach wherever the checkout is.

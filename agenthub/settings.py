@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from agenthub.env import env_bool, env_choice, env_int, env_list, env_path, env_str
 
@@ -39,6 +40,15 @@ AGENTHUB_TEAM_CONCURRENCY = env_int("AGENTHUB_TEAM_CONCURRENCY", 2, minimum=1)
 # Signs job callbacks (X-AgentHub-Signature); derived from the secret key when unset.
 AGENTHUB_WEBHOOK_SECRET = env_str("AGENTHUB_WEBHOOK_SECRET") or f"webhook:{SECRET_KEY}"
 
+# Web Push: who the push services contact about our traffic (a mailto: or https: URL).
+AGENTHUB_VAPID_SUBJECT = env_str("AGENTHUB_VAPID_SUBJECT", "mailto:admin@localhost")
+if not AGENTHUB_VAPID_SUBJECT.startswith(("mailto:", "https:")):
+    raise ImproperlyConfigured(
+        f"AGENTHUB_VAPID_SUBJECT={AGENTHUB_VAPID_SUBJECT!r}: expected a mailto: or https: URL"
+    )
+# Development and tests only: accept http://localhost push endpoints.
+AGENTHUB_PUSH_ALLOW_INSECURE_LOCALHOST = env_bool("AGENTHUB_PUSH_ALLOW_INSECURE_LOCALHOST", False)
+
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 INSTALLED_APPS = [
@@ -53,6 +63,7 @@ INSTALLED_APPS = [
     "django_rq",
     "django_htmx",
     "jobs",
+    "notify",
 ]
 
 MIDDLEWARE = [
@@ -81,6 +92,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "notify.context_processors.notifications",
             ],
         },
     },
@@ -135,6 +147,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
         "jobs": {"handlers": ["console"], "level": env_str("AGENTHUB_LOG_LEVEL", "INFO")},
+        "notify": {"handlers": ["console"], "level": env_str("AGENTHUB_LOG_LEVEL", "INFO")},
         "rq.worker": {"handlers": ["console"], "level": "WARNING"},
     },
 }

@@ -33,6 +33,7 @@ from jobs.models import (
     Team,
 )
 from jobs.serialize import job_summary
+from notify.services import job_settled
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +442,7 @@ def _refresh_job(job: Job) -> None:
         job.finished_at = job.finished_at or job.updated_at
     job.save(update_fields=["status", "updated_at", "finished_at"])
     audit("system", "job.status", job=job, before=before, after=status)
-    _announce(job)
+    _announce(job, before)
 
 
 def derive_status(job: Job, attempts: list[Attempt]) -> str:
@@ -461,17 +462,20 @@ def derive_status(job: Job, attempts: list[Attempt]) -> str:
     return JobStatus.FAILED
 
 
-def _announce(job: Job) -> None:
-    """Once committed, push the job's new state to the dashboard groups and, when it settled,
-    to its callback URL."""
+def _announce(job: Job, before: str | None = None) -> None:
+    """Once committed, push the job's new state to the dashboard groups; when it settled into a
+    new status, to its callback URL and, as browser notifications, to the people concerned."""
 
     def announce() -> None:
         fresh = Job.objects.select_related("team", "repository", "agent", "submitter").get(
             pk=job.pk
         )
         events.publish_job(fresh, job_summary(fresh))
-        if fresh.callback_url and fresh.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        if before == fresh.status or fresh.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            return
+        if fresh.callback_url:
             _enqueue_webhook(fresh)
+        job_settled(fresh)
 
     transaction.on_commit(announce)
 
@@ -543,7 +547,7 @@ def rerun_job(user: Any, job: Job) -> Attempt:
             attempt=number,
             base_commit=base,
         )
-        _announce(job)
+        _announce(job, before)
         _dispatch_on_commit(job.team_id)
     return attempt
 
@@ -663,7 +667,7 @@ def review_job(
         if decision == Decision.REQUEST_CHANGES:
             _follow_up(job, target, comment, user)
             _refresh_job(job)  # back to queued: the follow-up attempt waits for a worker
-        _announce(job)
+        _announce(job, before)
     return review
 
 
@@ -737,7 +741,7 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
                 after=job.status,
                 conflicts=result.conflicts,
             )
-            _announce(job)
+            _announce(job, before)
         else:
             job.status, job.merge_commit, job.conflicts = JobStatus.MERGED, result.commit or "", []
             job.updated_at = timezone.now()
@@ -753,7 +757,7 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
                 fast_forward=result.fast_forward,
                 attempt=target.number,
             )
-            _announce(job)
+            _announce(job, before)
     if result.conflicts:
         raise Conflict(
             f"Merging into {job.target_branch} conflicts in {len(result.conflicts)} file(s).",
