@@ -3,7 +3,7 @@ jobs.access, changes through jobs.services, live updates through jobs.consumers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -254,22 +254,23 @@ def _panel_response(request: HtmxHttpRequest, job: Job, error: str) -> HttpRespo
 @login_required
 @require_POST
 def cancel_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
-    job = _job(request, public_id)
-    try:
-        services.cancel_job(request.user, job)
-    except ServiceError:
-        pass  # the page shows the job's real state either way
-    return redirect("job", public_id=job.public_id)
+    return _act(request, public_id, services.cancel_job)
 
 
 @login_required
 @require_POST
 def rerun_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, services.rerun_job)
+
+
+def _act(
+    request: HtmxHttpRequest, public_id: str, action: Callable[[Any, Job], object]
+) -> HttpResponse:
     job = _job(request, public_id)
     try:
-        services.rerun_job(request.user, job)
+        action(request.user, job)
     except ServiceError:
-        pass
+        pass  # the page it returns to shows the job's real state either way
     return redirect("job", public_id=job.public_id)
 
 
