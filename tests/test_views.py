@@ -111,3 +111,23 @@ def test_staff_can_manage_teams_and_members_in_the_admin(admin_client, team):
 
 def test_repositories_are_added_by_command_not_the_admin(admin_client):
     assert admin_client.get("/admin/jobs/repository/add/").status_code == 403
+
+
+def test_cancel_and_rerun_buttons_act_and_return_to_the_job(client, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    client.force_login(alice)
+    response = client.post(f"/jobs/{job.public_id}/cancel")
+    assert response["Location"] == f"/jobs/{job.public_id}/"
+    assert Job.objects.get(pk=job.pk).status == "cancelled"
+    client.post(f"/jobs/{job.public_id}/rerun")
+    assert list(job.attempts.values_list("number", "status")) == [(1, "cancelled"), (2, "queued")]
+
+
+def test_review_page_explains_why_the_submitter_cannot_approve(client, alice, repo):
+    from tests.test_review import finished_job
+
+    job = finished_job(alice)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.public_id}/review/").content.decode()
+    assert 'data-role="approve" disabled' in page
+    assert "You submitted this job; someone else has to review it." in page
