@@ -166,6 +166,7 @@ function onDashboard(message) {
     counter.dataset.queued = message.queued;
     counter.querySelector(".counter-running").textContent = message.running;
     counter.querySelector(".counter-queued").textContent = message.queued;
+    counter.querySelector(".counter-noun").textContent = message.running === 1 ? "job" : "jobs";
     return;
   }
   if (message.type !== "job") return;
@@ -289,7 +290,7 @@ function logView(page) {
       return;
     }
     if (event.kind === "progress") {
-      if (progress) progress.value = event.data.percent;
+      if (progress) { progress.value = event.data.percent; progress.parentElement.hidden = false; }
       if (progressText) progressText.textContent = `${event.data.percent}% ${event.text}`;
     }
     const row = document.createElement("div");
@@ -379,6 +380,7 @@ document.addEventListener("DOMContentLoaded", () => {
   let opened = false;
   if (body.dataset.dashboardWs) {
     window.agenthubDashboard = liveSocket(() => body.dataset.dashboardWs, onDashboard, (state) => {
+      body.dataset.connection = state;
       // Updates sent while the socket was down are not replayed: reload the list instead.
       if (state === "live" && opened && document.getElementById("job-list") && window.htmx) {
         htmx.ajax("GET", location.pathname + location.search, { target: "#job-list", swap: "outerHTML" })
