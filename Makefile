@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench venv clean
+.PHONY: run test lint typecheck bench venv clean sandbox-image app-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ TEST_DATA_DIR ?= /tmp/agenthub-test
 test: lint typecheck
 	rm -rf $(TEST_DATA_DIR) && mkdir -m 755 -p $(TEST_DATA_DIR)
 	AGENTHUB_DATA_DIR=$(TEST_DATA_DIR) $(BIN)/python -m agenthub.embedded_redis $(BIN)/pytest $(PYTEST_ARGS)
+
+# The docker backend's sandbox image (app-image: also web/worker), built without a registry and
+# reused when unchanged; see docker/README.md.
+sandbox-image: $(STAMP)
+	docker/build-sandbox-image.sh
+app-image: $(STAMP)
+	docker/build-sandbox-image.sh --app
+
+bench: $(STAMP)
+	AGENTHUB_DATA_DIR=$(TEST_DATA_DIR)-bench $(BIN)/python -m agenthub.bench
 
 clean:
 	rm -rf $(VENV) .agenthub

@@ -3,6 +3,7 @@ and docker/.env.example."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import dj_database_url
@@ -26,9 +27,15 @@ AGENTHUB_DATA_DIR = env_path("AGENTHUB_DATA_DIR", str(BASE_DIR / ".agenthub"))
 # Made here because the SQLite database lives in it; sandbox users must be able to traverse it.
 AGENTHUB_DATA_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
 AGENTHUB_PORT = env_int("AGENTHUB_PORT", 8000, minimum=1, maximum=65535)
-# Default sandbox backend for agents that do not name one. "local" runs without isolation and
-# is refused unless AGENTHUB_ALLOW_LOCAL_SANDBOX is set as well.
-AGENTHUB_SANDBOX = env_choice("AGENTHUB_SANDBOX", "bwrap", ("bwrap", "local"))
+# Default sandbox backend for agents that do not name one. "auto" is docker when a Docker Engine
+# answers, else bwrap. "local" runs without isolation and is refused unless
+# AGENTHUB_ALLOW_LOCAL_SANDBOX is set as well.
+AGENTHUB_SANDBOX = env_choice("AGENTHUB_SANDBOX", "auto", ("auto", "docker", "bwrap", "local"))
+# The docker backend's image for agents that name none (built by `make sandbox-image`).
+AGENTHUB_SANDBOX_IMAGE = env_str("AGENTHUB_SANDBOX_IMAGE", "agenthub-sandbox:latest")
+# Labels this installation's sandbox containers, so the reaper of one installation (or test run)
+# sharing a Docker Engine never removes another's.
+AGENTHUB_INSTANCE = hashlib.sha256(str(AGENTHUB_DATA_DIR).encode()).hexdigest()[:12]
 AGENTHUB_ALLOW_LOCAL_SANDBOX = env_bool("AGENTHUB_ALLOW_LOCAL_SANDBOX", False)
 AGENTHUB_MAX_PROMPT_BYTES = env_int("AGENTHUB_MAX_PROMPT_BYTES", 64 * 1024, minimum=1)
 AGENTHUB_MAX_LOG_BYTES = env_int("AGENTHUB_MAX_LOG_BYTES", 10 * 1024 * 1024, minimum=1024)

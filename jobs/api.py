@@ -295,7 +295,10 @@ def job_cancel(request: HttpRequest, user: Any, public_id: str) -> HttpResponseB
 
 @api_view("POST")
 def job_rerun(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    attempt = services.rerun_job(user, access.get_job(user, public_id))
+    pin = _body(request).get("pin_image", False)
+    if not isinstance(pin, bool):
+        raise BadInput("pin_image must be true or false.", field="pin_image")
+    attempt = services.rerun_job(user, access.get_job(user, public_id), pin_image=pin)
     return JsonResponse(
         {"id": public_id, "status": JobStatus.QUEUED, "attempt": attempt.number}, status=202
     )

@@ -77,6 +77,7 @@ class Repository(models.Model):
 
 class Backend(models.TextChoices):
     DEFAULT = "", "server default"
+    DOCKER = "docker"
     BWRAP = "bwrap"
     LOCAL = "local"
 
@@ -90,6 +91,7 @@ class Agent(models.Model):
     # $AGENTHUB_PROMPT and $AGENTHUB_PROMPT_FILE, so a prompt cannot inject shell syntax.
     command = models.TextField()
     backend = models.CharField(max_length=16, choices=Backend.choices, blank=True, default="")
+    # The docker backend's image; empty means AGENTHUB_SANDBOX_IMAGE.
     image = models.CharField(max_length=300, blank=True)
     timeout_seconds = models.PositiveIntegerField(
         default=1800, validators=[MinValueValidator(1), MaxValueValidator(24 * 3600)]

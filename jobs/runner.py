@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -24,11 +25,14 @@ from django.db import close_old_connections, connection
 
 from jobs import events, services, workspace
 from jobs.models import Attempt, AttemptStatus
-from jobs.sandbox import SandboxError, get_backend
-from jobs.sandbox.base import Limits, SandboxProcess, SandboxSpec
+from jobs.sandbox import SandboxError, docker_available, get_backend
+from jobs.sandbox import image_id as sandbox_image_id
+from jobs.sandbox.base import Limits, RunningSandbox, SandboxSpec
 
 log = logging.getLogger(__name__)
 
+# What programs print when an allocation fails under RLIMIT_AS (Python, C/glibc, C++, bash).
+MEMORY_ERRORS = re.compile(r"MemoryError|Cannot allocate memory|std::bad_alloc|[Oo]ut of memory")
 FLUSH_SECONDS = 0.25
 FLUSH_EVENTS = 500
 CANCEL_POLL_SECONDS = 0.5
@@ -78,11 +82,13 @@ def _execute(attempt_id: int, workdir: Path) -> None:
     prompt_file = workdir / "prompt.txt"
     prompt_file.write_text(job.prompt)
     prompt_file.chmod(0o644)
+    image = attempt.card.get("pinned_image") or agent.image or settings.AGENTHUB_SANDBOX_IMAGE
     try:
         backend = get_backend(
-            agent.backend or settings.AGENTHUB_SANDBOX,
+            _backend_name(agent.backend or settings.AGENTHUB_SANDBOX, image),
             allow_local=settings.AGENTHUB_ALLOW_LOCAL_SANDBOX,
         )
+        built_from = sandbox_image_id(image) if backend.name == "docker" else ""
     except SandboxError as exc:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
         return
@@ -102,6 +108,12 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         network=agent.network,
         uid=SANDBOX_UID_BASE + attempt_id % 100_000,
         ro_files={PROMPT_PATH: prompt_file, **tool_files},
+        image=built_from,
+        labels={
+            "agenthub.job": job.public_id,
+            "agenthub.attempt": str(attempt_id),
+            "agenthub.instance": settings.AGENTHUB_INSTANCE,
+        },
     )
     card = {
         "backend": backend.name,
@@ -114,6 +126,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         "agent_version": _config_hash(agent.command, spec.limits, agent.network),
         "worker": worker_name(),
         "uid": spec.uid,
+        **({"image": image, "image_id": built_from} if built_from else {}),
     }
     services.mark_running(attempt_id, card)
     try:
@@ -122,8 +135,28 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"sandbox: {exc}")
         return
     masker = events.Masker(agent.secrets.values())
-    status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker)
+    try:
+        status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker)
+    finally:
+        proc.kill()  # idempotent; a container outlives its process tree otherwise
+    if status == AttemptStatus.FAILED and reason.startswith("out of memory"):
+        reason = f"{reason} ({agent.memory_mb} MB)"
     _finish(attempt, store, ws, workdir, status, exit_code, reason)
+
+
+def _backend_name(name: str, image: str) -> str:
+    """'auto' is docker when an engine answers and has the image, else bwrap."""
+    if name != "auto":
+        return name
+    if docker_available():
+        try:
+            sandbox_image_id(image)
+            return "docker"
+        except SandboxError:
+            log.warning(
+                "the Docker Engine has no image %s; using bwrap (make sandbox-image)", image
+            )
+    return "bwrap"
 
 
 def _config_hash(command: str, limits: Limits, network: bool) -> str:
@@ -137,6 +170,8 @@ def _config_hash(command: str, limits: Limits, network: bool) -> str:
 def _tools(backend: str) -> tuple[dict[str, Path], dict[str, str]]:
     """The host tools the built-in agents use (ruff, and pytest/bandit for the sandbox's
     python3), bound read-only under /opt/agenthub, and the environment that finds them."""
+    if backend == "docker":
+        return {}, {}  # the image brings its own tools
     bin_dir = Path(sys.executable).parent
     files = {
         f"{TOOLS_DIR}/bin/ruff": (bin_dir / "ruff").resolve(),
@@ -147,7 +182,7 @@ def _tools(backend: str) -> tuple[dict[str, Path], dict[str, str]]:
 
 
 def _run(
-    attempt_id: int, proc: SandboxProcess, timeout: int, masker: events.Masker
+    attempt_id: int, proc: RunningSandbox, timeout: int, masker: events.Masker
 ) -> tuple[str, int | None, str]:
     writer = EventWriter(attempt_id)
     parser = events.OutputParser(masker)
@@ -176,11 +211,13 @@ def _run(
     writer.flush()
     if exit_code == 0:
         return AttemptStatus.SUCCEEDED, 0, ""
+    if proc.oom_killed or writer.memory_error:
+        return AttemptStatus.FAILED, exit_code, "out of memory: the agent hit its memory limit"
     return AttemptStatus.FAILED, exit_code, f"the agent exited with code {exit_code}"
 
 
 def _drained(
-    writer: EventWriter, parser: events.OutputParser, proc: SandboxProcess, status: str, reason: str
+    writer: EventWriter, parser: events.OutputParser, proc: RunningSandbox, status: str, reason: str
 ) -> tuple[str, int | None, str]:
     for line in proc.read(timeout=0.2):
         writer.add(parser.feed(line.stream, line.text, line.ts))
@@ -226,10 +263,15 @@ class EventWriter:
         self.last_flush = time.monotonic()
         self.logged_bytes = 0
         self.truncated = False
+        # bwrap's memory limit is an rlimit: a process that hits it fails an allocation and says
+        # so on stderr, where the kernel's OOM killer (docker) would have been reported instead.
+        self.memory_error = False
 
     def add(self, draft: events.Draft | None) -> None:
         if draft is None:
             return
+        if draft.stream == "stderr" and MEMORY_ERRORS.search(draft.text):
+            self.memory_error = True
         if draft.kind == "log":
             self.logged_bytes += len(draft.text)
             if self.logged_bytes > settings.AGENTHUB_MAX_LOG_BYTES:

@@ -524,8 +524,9 @@ def cancel_job(user: Any, job: Job) -> Job:
     return job
 
 
-def rerun_job(user: Any, job: Job) -> Attempt:
-    """A new attempt of the same job on the latest commit of its target branch."""
+def rerun_job(user: Any, job: Job, *, pin_image: bool = False) -> Attempt:
+    """A new attempt of the same job on the latest commit of its target branch; `pin_image`
+    runs it in the very image the latest attempt used (docker backend)."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED):
@@ -534,7 +535,10 @@ def rerun_job(user: Any, job: Job) -> Attempt:
             )
         base = _resolve(job.repository, job.target_branch)
         number = _next_number(job)
+        pinned = _image_of_latest(job) if pin_image else ""
         attempt = _new_attempt(job, number, base, base)
+        if pinned:
+            Attempt.objects.filter(pk=attempt.pk).update(card={"pinned_image": pinned})
         before, job.status, job.conflicts = job.status, JobStatus.QUEUED, []
         job.finished_at = None
         job.save(update_fields=["status", "conflicts", "finished_at"])
@@ -550,6 +554,15 @@ def rerun_job(user: Any, job: Job) -> Attempt:
         _announce(job, before)
         _dispatch_on_commit(job.team_id)
     return attempt
+
+
+def _image_of_latest(job: Job) -> str:
+    for card in job.attempts.order_by("-number").values_list("card", flat=True):
+        if card.get("image_id"):
+            return str(card["image_id"])
+    raise BadInput(
+        "No earlier attempt of this job ran in a docker image to pin.", field="pin_image"
+    )
 
 
 def reconcile() -> dict[str, list[str]]:
@@ -570,7 +583,29 @@ def reconcile() -> dict[str, list[str]]:
     redelivered = _redeliver()
     for team_id in Team.objects.values_list("pk", flat=True):
         dispatch(team_id)
-    return {"lost": lost, "retried": retried, "redelivered": redelivered}
+    return {"lost": lost, "retried": retried, "redelivered": redelivered, "reaped": _reap()}
+
+
+def _reap() -> list[str]:
+    """Remove sandbox containers whose attempt is no longer running (its worker died, the host
+    restarted): a container does not die with its worker the way a bwrap sandbox does."""
+    from jobs import sandbox
+
+    if not sandbox.docker_available():
+        return []
+
+    def keep(labels: dict[str, str]) -> bool:
+        if labels.get("agenthub.instance") != settings.AGENTHUB_INSTANCE:
+            return True  # another installation's, or another test run's
+        attempt_id = labels.get("agenthub.attempt", "")
+        return (
+            attempt_id.isdigit()
+            and Attempt.objects.filter(
+                pk=int(attempt_id), status__in=ACTIVE_ATTEMPT_STATUSES
+            ).exists()
+        )
+
+    return sandbox.reap(keep)
 
 
 def _redeliver() -> list[str]:
@@ -707,6 +742,7 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
     from jobs.access import require_reviewer
 
     require_reviewer(user, job)
+    _refuse_escaping_paths(user, job, attempt)
     with transaction.atomic():
         job = Job.objects.select_for_update().select_related("repository", "agent").get(pk=job.pk)
         if job.status not in (JobStatus.APPROVED, JobStatus.CONFLICT):
@@ -765,6 +801,20 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
         )
     _push(user, job)
     return job.merge_commit
+
+
+def _refuse_escaping_paths(user: Any, job: Job, number: int | None) -> None:
+    try:
+        target = result_attempt(job, number)
+    except Conflict:
+        return  # merge_job says what is missing
+    escaping = workspace.escaping_paths(Path(job.repository.store_path), target.result_commit)
+    if escaping:
+        audit(user, "job.merge_refused", job=job, paths=escaping)
+        raise Conflict(
+            f"Refusing to merge paths that would escape the repository: {', '.join(escaping)}",
+            conflicts=escaping,
+        )
 
 
 def _push(user: Any, job: Job) -> None:

@@ -477,6 +477,25 @@ def _parse_stats(output: bytes) -> list[FileStat]:
     return files
 
 
+def escaping_paths(store: Path, commit: str) -> list[str]:
+    """Paths in `commit`'s tree that would leave a checkout or write into a .git directory.
+
+    git refuses to create such entries itself, but an agent can hand-craft trees (mktree,
+    hash-object); merge_job refuses them before anything moves (used by services.merge_job).
+    """
+    listing = run_git(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit], git_dir=store)
+    found = []
+    for raw in listing.stdout.split(b"\0"):
+        if raw and any(_escapes(part) for part in raw.split(b"/")):
+            found.append(_text(raw))
+    return found
+
+
+def _escapes(part: bytes) -> bool:
+    # ".git", and what some filesystems read as ".git" (".GIT", ".git.", ".git ").
+    return part in (b"", b".", b"..") or part.lower().rstrip(b". ") == b".git"
+
+
 def merge(
     store: Path,
     target_branch: str,

@@ -158,6 +158,9 @@ class Workers:
             **os.environ,
             "DATABASE_URL": _database_url(),
             "AGENTHUB_DATA_DIR": str(settings.AGENTHUB_DATA_DIR),
+            # Pinned so results do not depend on whether a Docker Engine runs; the docker
+            # backend has tests of its own that ask for it.
+            "AGENTHUB_SANDBOX": "bwrap",
             "AGENTHUB_HEARTBEAT_TIMEOUT": "5",
             "AGENTHUB_RECONCILE_INTERVAL": "1",
             # A host secret no agent may see (tests/test_isolation.py looks for it).

@@ -117,3 +117,38 @@ def test_request_changes_continues_the_result_on_a_new_attempt(api, alice, bob, 
     assert "# Changes requested by bob on attempt 1:" in job.prompt
     approved = api(bob).post(f"/api/v1/jobs/{public_id}/reviews", {"decision": "approve"})
     assert (approved.status_code, approved.json()["attempt"]) == (201, 2)
+
+
+@pytest.mark.django_db
+def test_merge_refuses_a_result_with_paths_that_would_escape(alice, bob, repo):
+    from pathlib import Path
+
+    from jobs import workspace
+
+    store = Path(repo.store_path)
+    job = finished_job(alice)
+    blob = workspace.run_git(["hash-object", "-w", "--stdin"], git_dir=store, input=b"x\n")
+    inner = workspace.run_git(
+        ["mktree"], git_dir=store, input=b"100644 blob " + blob.stdout.strip() + b"\thooks\n"
+    )
+    tree = workspace.run_git(
+        ["mktree"], git_dir=store, input=b"040000 tree " + inner.stdout.strip() + b"\t.git\n"
+    )
+    evil = (
+        workspace.run_git(
+            ["commit-tree", "-p", job.base_commit, "-m", "evil", tree.stdout.decode().strip()],
+            git_dir=store,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    Attempt.objects.filter(job=job).update(result_commit=evil)
+    services.review_job(bob, job, "approve")
+    before = workspace.resolve_commit(store, "main")
+
+    with pytest.raises(Conflict, match="escape") as refused:
+        services.merge_job(bob, job)
+
+    assert refused.value.conflicts == [".git/hooks"]
+    assert workspace.resolve_commit(store, "main") == before
+    assert AuditEntry.objects.filter(action="job.merge_refused", actor=bob).count() == 1

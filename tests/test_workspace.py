@@ -857,3 +857,36 @@ def test_push_never_runs_the_alternate_refs_command_of_a_local_upstream(
     push(store, f"file://{upstream}", "main")
 
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".git", ".GIT", ".git.", "."])
+def test_escaping_paths_names_hand_made_tree_entries_that_would_leave_a_checkout(tmp_path, name):
+    store = tmp_path / "store.git"
+    workspace.run_git(["init", "-q", "--bare", str(store)])
+    blob = workspace.run_git(["hash-object", "-w", "--stdin"], git_dir=store, input=b"x\n")
+    inner = workspace.run_git(
+        ["mktree"], git_dir=store, input=b"100644 blob " + blob.stdout.strip() + b"\tconfig\n"
+    )
+    # git mktree accepts what git add never would: the product must check for itself.
+    outer = workspace.run_git(
+        ["mktree"],
+        git_dir=store,
+        input=b"040000 tree " + inner.stdout.strip() + b"\t" + name.encode() + b"\n",
+    )
+    commit = workspace.run_git(
+        ["commit-tree", "-m", "evil", outer.stdout.decode().strip()], git_dir=store
+    )
+    assert workspace.escaping_paths(store, commit.stdout.decode().strip()) == [f"{name}/config"]
+
+
+def test_escaping_paths_is_empty_for_an_ordinary_tree(tmp_path):
+    store = tmp_path / "store.git"
+    workspace.run_git(["init", "-q", "--bare", str(store)])
+    blob = workspace.run_git(["hash-object", "-w", "--stdin"], git_dir=store, input=b"x\n")
+    tree = workspace.run_git(
+        ["mktree"], git_dir=store, input=b"100644 blob " + blob.stdout.strip() + b"\t.gitignore\n"
+    )
+    commit = workspace.run_git(
+        ["commit-tree", "-m", "ok", tree.stdout.decode().strip()], git_dir=store
+    )
+    assert workspace.escaping_paths(store, commit.stdout.decode().strip()) == []

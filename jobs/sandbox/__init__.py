@@ -6,28 +6,39 @@ from jobs.sandbox.base import (
     Backend,
     Limits,
     OutputLine,
+    RunningSandbox,
     SandboxError,
     SandboxProcess,
     SandboxSpec,
 )
 from jobs.sandbox.bwrap import BwrapBackend, find_bwrap
+from jobs.sandbox.docker import DockerBackend, docker_available, image_id, reap
 from jobs.sandbox.local import LocalBackend
 
 __all__ = [
     "Backend",
     "Limits",
     "OutputLine",
+    "RunningSandbox",
     "SandboxError",
     "SandboxProcess",
     "SandboxSpec",
+    "docker_available",
     "find_bwrap",
     "get_backend",
+    "image_id",
+    "reap",
 ]
 
-BACKENDS = ("bwrap", "local")
+BACKENDS = ("auto", "docker", "bwrap", "local")
 
 
 def get_backend(name: str, *, allow_local: bool = False) -> Backend:
+    """The backend called `name`; "auto" is docker where a Docker Engine answers, else bwrap."""
+    if name == "auto":
+        name = "docker" if docker_available() else "bwrap"
+    if name == "docker":
+        return DockerBackend()
     if name == "bwrap":
         return BwrapBackend()
     if name == "local":

@@ -1,7 +1,7 @@
 """The interface every sandbox backend implements, and the process handle they all return.
 
 Pure core: no Django, plain arguments. The worker builds a SandboxSpec, calls Backend.start(),
-pumps SandboxProcess.read() into events, and calls kill() when the wall-clock limit passes.
+pumps RunningSandbox.read() into events, and calls kill() when the wall-clock limit passes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,9 @@ class SandboxSpec:
     network: bool = False
     uid: int = 100000
     ro_files: dict[str, Path] = field(default_factory=dict)
+    image: str = ""  # docker only: the image (name or ID) the container runs
+    # docker only: set on the container, found again by reap(); e.g. {"agenthub.attempt": "12"}
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,29 +66,14 @@ class SandboxError(Exception):
     """The backend is unusable or refused the spec; the message says why and what to do."""
 
 
-class SandboxProcess:
-    """A running sandbox: its output lines, its exit code, and a kill that leaves nothing behind.
+class RunningSandbox(ABC):
+    """A started sandbox as the worker sees it: its output lines, its exit code, and a kill that
+    leaves nothing behind. Reader threads put each stream's lines on one queue and a None when
+    that stream ends; read() hands them over."""
 
-    `sweep_uid` is the host uid every sandboxed process runs as (None when the worker is not
-    root, or for the local backend); kill() hunts down anything still running as it.
-    """
-
-    def __init__(self, popen: subprocess.Popen[bytes], *, sweep_uid: int | None) -> None:
-        assert popen.stdout is not None and popen.stderr is not None
-        self._popen = popen
-        self._sweep_uid = sweep_uid
+    def __init__(self, streams: int) -> None:
         self._queue: queue.Queue[OutputLine | None] = queue.Queue()
-        self._open_streams = 2
-        self._readers = [
-            threading.Thread(target=_pump, args=(stream, name, self._queue), daemon=True)
-            for stream, name in ((popen.stdout, "stdout"), (popen.stderr, "stderr"))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self._popen.pid
+        self._open_streams = streams
 
     def read(self, timeout: float) -> list[OutputLine]:
         lines: list[OutputLine] = []
@@ -103,23 +92,64 @@ class SandboxProcess:
                 lines.append(item)
         return lines
 
+    @property
+    def finished(self) -> bool:
+        """The sandbox has exited and read() has handed over its last line."""
+        return self.poll() is not None and self._open_streams == 0
+
+    @property
+    def oom_killed(self) -> bool:
+        """The kernel's out-of-memory killer ended a process of the sandbox (when known)."""
+        return False
+
+    @property
+    @abstractmethod
+    def pid(self) -> int: ...
+
+    @abstractmethod
+    def poll(self) -> int | None: ...
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> int:
+        """Raises subprocess.TimeoutExpired if the sandbox is still running after `timeout`."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Kill every process of the sandbox and return once none is left; idempotent."""
+
+
+class SandboxProcess(RunningSandbox):
+    """A sandbox that is a host process tree (bwrap, local).
+
+    `sweep_uid` is the host uid every sandboxed process runs as (None when the worker is not
+    root, or for the local backend); kill() hunts down anything still running as it.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], *, sweep_uid: int | None) -> None:
+        assert popen.stdout is not None and popen.stderr is not None
+        super().__init__(streams=2)
+        self._popen = popen
+        self._sweep_uid = sweep_uid
+        self._readers = [
+            threading.Thread(target=_pump, args=(stream, name, self._queue), daemon=True)
+            for stream, name in ((popen.stdout, "stdout"), (popen.stderr, "stderr"))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
     def poll(self) -> int | None:
         return self._popen.poll()
 
     def wait(self, timeout: float | None = None) -> int:
-        """Raises subprocess.TimeoutExpired if the process is still running after `timeout`."""
         return self._popen.wait(timeout)
 
-    @property
-    def finished(self) -> bool:
-        """The process has exited and read() has handed over its last line."""
-        return self.poll() is not None and self._open_streams == 0
-
     def kill(self) -> None:
-        """Kill every process of the sandbox and return once none is left; idempotent.
-
-        With a sweep uid the inside goes first: bwrap then reaps its own child and exits, so no
-        orphaned zombie is left for an init that may never reap it (the worker may be PID 1).
+        """With a sweep uid the inside goes first: bwrap then reaps its own child and exits, so
+        no orphaned zombie is left for an init that may never reap it (the worker may be PID 1).
         """
         if self._sweep_uid is None:
             self._kill_group()
@@ -154,7 +184,7 @@ class SandboxProcess:
 class Backend(Protocol):
     name: str
 
-    def start(self, spec: SandboxSpec) -> SandboxProcess: ...
+    def start(self, spec: SandboxSpec) -> RunningSandbox: ...
 
 
 def agent_env(env: dict[str, str]) -> dict[str, str]:
@@ -193,24 +223,63 @@ def _within_hard_limits(wanted: dict[int, int]) -> dict[int, int]:
     }
 
 
+class LineSplitter:
+    """Turns one stream's bytes, in chunks of any size, into OutputLines; a line over
+    MAX_LINE_BYTES arrives in pieces. Shared by the pipe readers and the container reader."""
+
+    def __init__(self, name: str, out: queue.Queue[OutputLine | None]) -> None:
+        self._name = name
+        self._out = out
+        self._buffer = b""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._after_split = False
+
+    def feed(self, data: bytes) -> None:
+        # Indexes, not re-slicing: a container hands over many lines per chunk.
+        buffer = self._buffer + data if self._buffer else data
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start, start + MAX_LINE_BYTES) + 1
+            if not end:
+                if len(buffer) - start < MAX_LINE_BYTES:
+                    break
+                end = start + MAX_LINE_BYTES
+            self.feed_piece(buffer[start:end])
+            start = end
+        self._buffer = buffer[start:]
+
+    def close(self) -> None:
+        """The stream ended: hand over an unterminated last line, then the end marker."""
+        if self._buffer:
+            self.feed_piece(self._buffer)
+            self._buffer = b""
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            self._put(tail)
+        self._out.put(None)
+
+    def feed_piece(self, piece: bytes) -> None:
+        """One line, or one piece of a long one: at most MAX_LINE_BYTES, ending at the first
+        newline if it has one - what readline(MAX_LINE_BYTES) returns."""
+        complete = piece.endswith(b"\n")
+        text = self._decoder.decode(piece.removesuffix(b"\n"), final=complete)
+        if complete:
+            text = text.removesuffix("\r")
+        # A newline right after a full-size piece ends that line; it is not an empty line.
+        if text or (complete and not self._after_split):
+            self._put(text)
+        self._after_split = not complete
+
+    def _put(self, text: str) -> None:
+        self._out.put(OutputLine(ts=datetime.now(UTC), stream=self._name, text=text))
+
+
 def _pump(stream: IO[bytes], name: str, out: queue.Queue[OutputLine | None]) -> None:
-    """Turn one stream into OutputLines; a line over MAX_LINE_BYTES arrives in pieces."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    after_split = False
+    splitter = LineSplitter(name, out)
     with stream:
-        for chunk in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
-            complete = chunk.endswith(b"\n")
-            text = decoder.decode(chunk.removesuffix(b"\n"), final=complete)
-            if complete:
-                text = text.removesuffix("\r")
-            # A newline right after a full-size piece ends that line; it is not an empty line.
-            if text or (complete and not after_split):
-                out.put(OutputLine(ts=datetime.now(UTC), stream=name, text=text))
-            after_split = not complete
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        out.put(OutputLine(ts=datetime.now(UTC), stream=name, text=tail))
-    out.put(None)
+        for piece in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
+            splitter.feed_piece(piece)
+    splitter.close()
 
 
 def _live_pids(key: str, value: int) -> list[int]:
