@@ -238,9 +238,20 @@ def _finish(
     message = (
         f"AgentHub job {attempt.job.public_id} attempt {attempt.number}\n\n{attempt.job.title}"
     )
+    skipped: list[str] = []
     commit = workspace.snapshot(
-        store, ws, attempt.start_commit, attempt.branch, message, index_file=workdir / "index"
+        store,
+        ws,
+        attempt.start_commit,
+        attempt.branch,
+        message,
+        index_file=workdir / "index",
+        on_skipped=skipped.extend,
     )
+    if skipped:
+        note = f"left out of the result, git refuses these paths: {', '.join(skipped)}"
+        events.append_events(attempt.pk, [events.Draft("warning", note)])
+
     result = workspace.diff(store, attempt.base_commit, commit) if commit else None
     if result is not None and not result.files:
         result, commit = None, None

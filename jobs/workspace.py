@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -346,18 +347,33 @@ def snapshot(
     *,
     index_file: Path,
     identity: tuple[str, str] | None = None,
+    on_skipped: Callable[[list[str]], None] | None = None,
 ) -> str | None:
     """Commit the workspace's files on top of `base_commit` into the store as `branch`.
 
     Returns the new commit, or None when the files equal the base. Git runs with the store as
-    its git dir and a private index, so the workspace's `.git` is never read.
+    its git dir and a private index, so the workspace's `.git` is never read. Paths git refuses
+    to record (such as `.GIT/config`) are left out and reported to `on_skipped`.
     """
     validate_ref_name(base_commit)
     validate_ref_name(branch)
     tree = _Tree(store, workspace, index_file)
     tree.git(["read-tree", base_commit])
     excluded = b"".join(b":(exclude,literal)" + path + b"\0" for path in _nested_repos(tree))
-    tree.git(["add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul"], excluded)
+    added = run_git(
+        ["add", "--all", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"],
+        git_dir=store,
+        work_tree=workspace,
+        index_file=index_file,
+        input=excluded,
+        check=False,
+    )
+    if added.returncode != 0:
+        skipped = _INVALID_PATH.findall(_text(added.stderr))
+        if not skipped:
+            raise GitError(["add", "--all"], added.returncode, _text(added.stderr))
+        if on_skipped is not None:
+            on_skipped(skipped)
     written = _text(tree.git(["write-tree"])).strip()
     if written == _tree_of(store, base_commit):
         return None
@@ -383,6 +399,9 @@ class _Tree:
             index_file=self.index_file,
             input=input,
         ).stdout
+
+
+_INVALID_PATH = re.compile(r"^error: invalid path '(.*)'$", re.MULTILINE)
 
 
 def _nested_repos(tree: _Tree) -> list[bytes]:

@@ -890,3 +890,35 @@ def test_escaping_paths_is_empty_for_an_ordinary_tree(tmp_path):
         ["commit-tree", "-m", "ok", tree.stdout.decode().strip()], git_dir=store
     )
     assert workspace.escaping_paths(store, commit.stdout.decode().strip()) == []
+
+
+def test_snapshot_leaves_out_paths_git_refuses_and_says_which(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    workspace.run_git(["init", "-q", "-b", "main", str(source)])
+    (source / "a.txt").write_text("a\n")
+    workspace.run_git(["add", "-A"], git_dir=source / ".git", work_tree=source)
+    workspace.run_git(["commit", "-qm", "a"], git_dir=source / ".git", work_tree=source)
+    store = tmp_path / "store.git"
+    workspace.create_store(str(source), store)
+    base = workspace.resolve_commit(store, "main")
+    ws = tmp_path / "ws"
+    workspace.prepare_workspace(store, base, "agenthub/x/1", ws)
+    (ws / ".GIT").mkdir()
+    (ws / ".GIT" / "config").write_text("[core]\n")
+    (ws / "kept.txt").write_text("kept\n")
+    skipped: list[str] = []
+
+    commit = workspace.snapshot(
+        store,
+        ws,
+        base,
+        "agenthub/x/1",
+        "m",
+        index_file=tmp_path / "index",
+        on_skipped=skipped.extend,
+    )
+
+    assert skipped == [".GIT/config"]
+    assert commit is not None
+    assert [f.path for f in workspace.diff(store, base, commit).files] == ["kept.txt"]
