@@ -237,3 +237,17 @@ def processes_of(uid: int) -> list[int]:
             if line.startswith("Uid:") and int(line.split()[1]) == uid:
                 found.append(int(entry.name))
     return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_stray_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Threads of asgiref's executor (consumers, async views under test) keep database
+    connections of their own; end them so the test database can be dropped at the end."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
