@@ -16,28 +16,19 @@ from django.template.loader import render_to_string
 
 from jobs import diffview, workspace
 from jobs.diffview import LARGE_FILE_LINES, DiffFile, DiffLine, Hunk, TreeNode
+from tests.test_workspace import PLAIN_GIT_ENV
 
 BRANCH = "agenthub/difftest/1"
 FILE_URL = "/jobs/abc123/diff/file"
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
-GIT_ENV = {
-    "PATH": os.environ.get("PATH", os.defpath),
-    "HOME": "/nonexistent",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_AUTHOR_NAME": "Tester",
-    "GIT_AUTHOR_EMAIL": "tester@example.com",
-    "GIT_COMMITTER_NAME": "Tester",
-    "GIT_COMMITTER_EMAIL": "tester@example.com",
-}
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True)
+    subprocess.run(["git", *args], cwd=cwd, env=PLAIN_GIT_ENV, check=True, capture_output=True)
 
 
 def write(root: Path, files: dict[str, str | bytes]) -> None:
