@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import channel_layers
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
@@ -16,6 +17,15 @@ from jobs.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 APP = URLRouter(websocket_urlpatterns)
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Any:
+    """Each test runs its own event loop; the Redis layer's receive lock belongs to the loop it
+    was first used in, so a layer shared across tests can fail in the next one."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 def log(*texts: str) -> list[events.Draft]:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 
 from jobs.events import job_group, team_group
 
@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 
 async def listen(groups: list[str], run: Any) -> list[dict[str, Any]]:
     """Join the groups, run the blocking `run` in a thread, and collect what arrives."""
+    channel_layers.backends.clear()  # a layer of this event loop's own (see test_consumers)
     layer = get_channel_layer()
     channel = await layer.new_channel()
     for group in groups:
