@@ -58,6 +58,16 @@ AGENTHUB_PUSH_ALLOW_INSECURE_LOCALHOST = env_bool("AGENTHUB_PUSH_ALLOW_INSECURE_
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Audit trail: each entry carries an HMAC of the previous entry's and its own content, keyed with
+# this (default: derived from SECRET_KEY). Changing it makes `manage.py verify_audit` fail.
+AGENTHUB_AUDIT_KEY = env_str("AGENTHUB_AUDIT_KEY") or f"audit:{SECRET_KEY}"
+# Retention: events (logs) of attempts finished longer ago than this are deleted, and attempt
+# workspaces left on disk are removed after the shorter period. The audit trail is always kept.
+AGENTHUB_EVENT_RETENTION_DAYS = env_int("AGENTHUB_EVENT_RETENTION_DAYS", 90, minimum=1)
+AGENTHUB_WORKSPACE_RETENTION_DAYS = env_int("AGENTHUB_WORKSPACE_RETENTION_DAYS", 7, minimum=0)
+# How often a worker applies retention (seconds).
+AGENTHUB_RETENTION_INTERVAL = env_int("AGENTHUB_RETENTION_INTERVAL", 3600, minimum=60)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

@@ -6,5 +6,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("django-rq/", include("django_rq.urls")),
     path("", include("notify.urls")),
+    path("", include("jobs.ops_urls")),
+    path("", include("jobs.team_urls")),
     path("", include("jobs.urls")),
 ]

@@ -72,6 +72,51 @@ def audit(
     )
 
 
+REDACTED_FIELDS = frozenset({"secrets", "key_hash", "password"})
+
+
+def audit_change(
+    actor: Any,
+    verb: str,
+    obj: Any,
+    *,
+    changes: dict[str, tuple[Any, Any]] | None = None,
+    **data: Any,
+) -> AuditEntry:
+    """One entry for a person's change to a team, membership, repository, agent or token.
+
+    The action is `<model>.<verb>` (e.g. `agent.update`, `membership.delete`); `changes` maps a
+    field to its (old, new) values. Secret values are never written: only that they changed and,
+    for the agent's secrets, which names it has."""
+    if changes:
+        data["changes"] = {
+            name: _redacted(name, old, new) for name, (old, new) in sorted(changes.items())
+        }
+    team = obj if isinstance(obj, Team) else getattr(obj, "team", None)
+    return audit(
+        actor,
+        f"{obj._meta.model_name}.{verb}",
+        team=team,
+        target=str(obj)[:200],
+        **data,
+    )
+
+
+def _redacted(name: str, old: Any, new: Any) -> list[Any]:
+    if name not in REDACTED_FIELDS:
+        return [_plain(old), _plain(new)]
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [sorted(old), sorted(new)]  # the names only
+    return ["(hidden)", "(hidden)"]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe form of a field value (model instances by name, others as text)."""
+    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+        return value
+    return str(value)
+
+
 # --- repositories ------------------------------------------------------------------------------
 
 
