@@ -1,7 +1,12 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
+import re
 import secrets
+import subprocess
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings
@@ -128,12 +133,66 @@ class Agent(models.Model):
         return self.name
 
     def clean(self) -> None:
+        errors: dict[str, str] = {}
         if not isinstance(self.secrets, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.secrets.items()
         ):
-            raise ValidationError(
-                {"secrets": "Expected an object of string names to string values."}
+            errors["secrets"] = "Expected an object of string names to string values."
+        elif bad := [k for k in self.secrets if not ENV_NAME.fullmatch(k)]:
+            errors["secrets"] = f"Not an environment variable name: {', '.join(map(repr, bad))}."
+        if self.image and not IMAGE_REFERENCE.fullmatch(self.image):
+            errors["image"] = (
+                f"{self.image!r} is not an image name: expected e.g. 'agenthub-sandbox:latest' "
+                "or 'registry.example.com/team/tool:1.2' (lowercase, optional tag or digest)."
             )
+        if problem := command_problem(self.command):
+            errors["command"] = problem
+        if errors:
+            raise ValidationError(errors)
+
+
+# A docker image reference: [registry[:port]/]path[:tag][@digest], lowercase path components.
+IMAGE_REFERENCE = re.compile(
+    # A registry is a first component with a dot or a port, or localhost.
+    r"(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+|[a-zA-Z0-9-]+(?=:[0-9]))(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What the runner puts into the agent's environment (jobs/runner.py).
+AGENT_VARIABLES = frozenset(
+    {"AGENTHUB_JOB_ID", "AGENTHUB_ATTEMPT", "AGENTHUB_PROMPT", "AGENTHUB_PROMPT_FILE"}
+)
+_AGENTHUB_VARIABLE = re.compile(r"\$\{?(AGENTHUB_[A-Za-z0-9_]*)")
+
+
+def command_problem(command: str) -> str:
+    """Why an agent's command cannot be run as written, or "" when it can.
+
+    The command is a bash script; `bash -n` parses it without running anything. A reference to
+    an AGENTHUB_ variable the runner does not set is a typo that would silently expand to ""."""
+    if not command.strip():
+        return "The command is empty."
+    if "\0" in command:
+        return "The command contains a NUL character."
+    unknown = sorted(set(_AGENTHUB_VARIABLE.findall(command)) - AGENT_VARIABLES)
+    if unknown:
+        return (
+            f"Unknown variable {', '.join('$' + v for v in unknown)}: the agent gets "
+            f"{', '.join('$' + v for v in sorted(AGENT_VARIABLES))}."
+        )
+    parsed = subprocess.run(
+        ["bash", "-n", "-c", command, "agent"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+        cwd="/",
+    )
+    if parsed.returncode != 0:
+        message = " ".join(parsed.stderr.split()) or "bash could not parse it"
+        return f"The command is not a valid bash script: {message}"
+    return ""
 
 
 class JobStatus(models.TextChoices):
@@ -310,27 +369,45 @@ class Review(models.Model):
         return f"{self.reviewer} {self.decision} {self.attempt}"
 
 
+GENESIS_HASH = "0" * 64
+
+
 class AuditEntry(models.Model):
+    """An append-only record of a state change or a person's action.
+
+    Entries form a chain: `hash` is an HMAC (AGENTHUB_AUDIT_KEY) over the previous entry's hash
+    and this entry's content, and `seq` numbers them without gaps. Writers take the AuditHead row
+    lock, so concurrent writers cannot fork the chain. `manage.py verify_audit` checks it; on
+    PostgreSQL a trigger refuses UPDATE and DELETE of the table (migration 0004).
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True)
     ts = models.DateTimeField(default=timezone.now)
+    # PROTECT: a person, team or job with history cannot be deleted (deactivate a user instead).
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
     )
-    # Kept as text too, so the trail still names people after their account is gone.
+    # Kept as text too, so the trail reads without joins.
     actor_name = models.CharField(max_length=150)
     action = models.CharField(max_length=64)
-    team = models.ForeignKey(Team, models.SET_NULL, null=True, blank=True, related_name="+")
-    job = models.ForeignKey(Job, models.SET_NULL, null=True, blank=True, related_name="audit")
+    team = models.ForeignKey(Team, models.PROTECT, null=True, blank=True, related_name="+")
+    job = models.ForeignKey(Job, models.PROTECT, null=True, blank=True, related_name="audit")
     target = models.CharField(max_length=200, blank=True)
     before = models.CharField(max_length=64, blank=True)
     after = models.CharField(max_length=64, blank=True)
     data = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
 
     class Meta:
-        ordering = ["id"]
+        ordering = ["seq"]
         verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["ts"]), models.Index(fields=["action"])]
 
     def __str__(self) -> str:
-        return f"{self.ts:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.target}"
+        return (
+            f"#{self.seq} {self.ts:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.target}"
+        )
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
@@ -339,6 +416,45 @@ class AuditEntry(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ValidationError("Audit entries are append-only.")
+
+    def compute_hash(self, prev_hash: str | None = None) -> str:
+        return audit_hash(self, self.prev_hash if prev_hash is None else prev_hash)
+
+
+def audit_hash(entry: Any, prev_hash: str) -> str:
+    """HMAC over the previous hash and every column but the id and the hashes, canonically
+    encoded. A function of plain attributes, so migrations can call it on historical models."""
+    content = json.dumps(
+        [
+            entry.seq,
+            entry.ts.astimezone(UTC).isoformat(timespec="microseconds"),
+            entry.actor_id,
+            entry.actor_name,
+            entry.action,
+            entry.team_id,
+            entry.job_id,
+            entry.target,
+            entry.before,
+            entry.after,
+            entry.data,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    ).encode()
+    key = settings.AGENTHUB_AUDIT_KEY.encode()
+    return hmac.new(key, prev_hash.encode() + b"\n" + content, hashlib.sha256).hexdigest()
+
+
+class AuditHead(models.Model):
+    """The chain's newest entry (one row). Locking it serializes writers; it also lets
+    verify_audit notice entries removed from the end of the chain."""
+
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    def __str__(self) -> str:
+        return f"audit head #{self.seq}"
 
 
 def hash_token(key: str) -> str:

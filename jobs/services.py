@@ -3,6 +3,7 @@ enqueueing scheduled on commit. Views, the API, the CLI and the RQ tasks only ca
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from datetime import timedelta
@@ -13,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -25,6 +26,7 @@ from jobs.models import (
     Attempt,
     AttemptStatus,
     AuditEntry,
+    AuditHead,
     Decision,
     Job,
     JobStatus,
@@ -58,8 +60,13 @@ def audit(
     after: str = "",
     **data: Any,
 ) -> AuditEntry:
+    """Append one entry to the audit chain, in the caller's transaction.
+
+    The chain head is row-locked until that transaction ends, so entries are chained in commit
+    order. To keep lock order the same everywhere (rows of jobs and attempts first, the head
+    last), call this after the transaction has locked whatever else it needs."""
     is_user = actor is not None and getattr(actor, "pk", None) is not None
-    return AuditEntry.objects.create(
+    entry = AuditEntry(
         actor=actor if is_user else None,
         actor_name=actor.get_username() if is_user else str(actor or "system"),
         action=action,
@@ -68,8 +75,29 @@ def audit(
         target=target or (job.public_id if job else ""),
         before=before,
         after=after,
-        data=data,
+        data=json.loads(json.dumps(data, default=str)),
     )
+    with transaction.atomic():
+        head = _audit_head()
+        entry.seq, entry.prev_hash = head.seq + 1, head.hash
+        entry.hash = entry.compute_hash()
+        entry.save()
+        AuditHead.objects.filter(pk=head.pk).update(seq=entry.seq, hash=entry.hash)
+    return entry
+
+
+def _audit_head() -> AuditHead:
+    try:
+        return AuditHead.objects.select_for_update().get(pk=1)
+    except AuditHead.DoesNotExist:
+        pass
+    # An empty database (or one a test flushed): start the chain; a concurrent starter wins.
+    try:
+        with transaction.atomic():
+            AuditHead.objects.create(pk=1)
+    except IntegrityError:
+        pass
+    return AuditHead.objects.select_for_update().get(pk=1)
 
 
 REDACTED_FIELDS = frozenset({"secrets", "key_hash", "password"})
@@ -458,19 +486,20 @@ def _file_dict(stat: workspace.FileStat) -> dict[str, Any]:
 
 
 def _transition(attempt_id: int, before: str, after: str, **data: Any) -> None:
-    attempt = Attempt.objects.select_related("job__team").get(pk=attempt_id)
+    attempt = Attempt.objects.get(pk=attempt_id)
     text = after if not data.get("reason") else f"{after}: {data['reason']}"
     events.append_events(attempt_id, [events.Draft("status", text, data={"status": after, **data})])
+    job = Job.objects.select_for_update().select_related("team").get(pk=attempt.job_id)
     audit(
         "system",
         f"attempt.{after}",
-        job=attempt.job,
+        job=job,
         target=str(attempt),
         before=before,
         after=after,
         **{k: v for k, v in data.items() if v not in (None, "", False)},
     )
-    _refresh_job(attempt.job)
+    _refresh_job(job)
 
 
 def _refresh_job(job: Job) -> None:
@@ -555,6 +584,7 @@ def cancel_job(user: Any, job: Job) -> Job:
         ids = list(open_attempts.values_list("pk", flat=True))
         if not ids:
             raise Conflict(f"Job {job.public_id} is {job.status}; there is nothing to cancel.")
+        job = Job.objects.select_for_update().get(pk=job.pk)
         audit(user, "job.cancel", job=job, before=job.status)
         # Running attempts are stopped by their worker, which polls this flag and keeps the
         # partial work; queued ones end here and now.
