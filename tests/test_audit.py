@@ -22,7 +22,6 @@ from tests.test_review import finished_job
 
 pytestmark = pytest.mark.django_db
 
-TABLE = AuditEntry._meta.db_table
 ON_POSTGRESQL = connection.vendor == "postgresql"
 
 
@@ -60,7 +59,7 @@ class TestChain:
 
     def test_an_edited_entry_is_named(self):
         entries = trail()
-        tamper(f"UPDATE {TABLE} SET target = %s WHERE id = %s", ["rewritten", entries[2].pk])
+        tamper("UPDATE jobs_auditentry SET target = %s WHERE id = %s", ["rewritten", entries[2].pk])
         verdict = verify()
         assert verdict.entry_id == entries[2].pk
         assert "entry #3" in verdict.problem and "altered" in verdict.problem
@@ -72,14 +71,14 @@ class TestChain:
         entries = trail()
         forged = hashlib.sha256(b"anything").hexdigest()
         tamper(
-            f"UPDATE {TABLE} SET actor_name = %s, hash = %s WHERE id = %s",
+            "UPDATE jobs_auditentry SET actor_name = %s, hash = %s WHERE id = %s",
             ["mallory", forged, entries[1].pk],
         )
         assert verify().entry_id == entries[1].pk
 
     def test_a_deleted_entry_is_named(self):
         entries = trail()
-        tamper(f"DELETE FROM {TABLE} WHERE id = %s", [entries[2].pk])
+        tamper("DELETE FROM jobs_auditentry WHERE id = %s", [entries[2].pk])
         verdict = verify()
         assert "Entry #3 was removed" in verdict.problem
         assert verdict.entry_id == entries[3].pk
@@ -88,15 +87,15 @@ class TestChain:
 
     def test_entries_removed_from_the_end_are_noticed(self):
         entries = trail()
-        tamper(f"DELETE FROM {TABLE} WHERE id IN (%s, %s)", [entries[3].pk, entries[4].pk])
+        tamper("DELETE FROM jobs_auditentry WHERE id IN (%s, %s)", [entries[3].pk, entries[4].pk])
         assert "Entry #4-#5 was removed from the end" in verify().problem
 
     def test_an_inserted_entry_is_named(self):
         entries = trail()
         # A well-formed row claiming the place after entry 2, linked to it by its hash.
         tamper(
-            f"INSERT INTO {TABLE} (seq, ts, actor_name, action, target, before, after, data, "
-            "prev_hash, hash) VALUES (%s, %s, %s, %s, %s, '', '', %s, %s, %s)",
+            "INSERT INTO jobs_auditentry (seq, ts, actor_name, action, target, before, after, "
+            "data, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, '', '', %s, %s, %s)",
             [
                 1000,
                 timezone.now(),
@@ -117,9 +116,9 @@ class TestChain:
         """A genuine row copied elsewhere in the chain has a valid hash but does not link."""
         entries = trail()
         tamper(
-            f"INSERT INTO {TABLE} (seq, ts, actor_name, action, target, before, after, data, "
-            f"prev_hash, hash) SELECT 1000, ts, actor_name, action, target, before, after, data, "
-            f"prev_hash, hash FROM {TABLE} WHERE id = %s",
+            "INSERT INTO jobs_auditentry (seq, ts, actor_name, action, target, before, after, "
+            "data, prev_hash, hash) SELECT 1000, ts, actor_name, action, target, before, "
+            "after, data, prev_hash, hash FROM jobs_auditentry WHERE id = %s",
             [entries[1].pk],
         )
         assert verify().entry_id == AuditEntry.objects.get(seq=1000).pk
@@ -140,8 +139,8 @@ class TestPostgresTrigger:
     @pytest.mark.parametrize(
         "sql",
         [
-            f"UPDATE {TABLE} SET target = 'rewritten' WHERE id = %s",
-            f"DELETE FROM {TABLE} WHERE id = %s",
+            "UPDATE jobs_auditentry SET target = 'rewritten' WHERE id = %s",
+            "DELETE FROM jobs_auditentry WHERE id = %s",
         ],
     )
     def test_update_and_delete_are_refused_by_the_database(self, sql):
