@@ -1,9 +1,16 @@
-"""An RQ worker for attempts, plus the reconciler that finds lost attempts.
+"""An RQ worker for attempts, plus the reconciler that finds lost attempts and the retention
+thread that removes old logs and left-over workspaces.
 
 It is a SimpleWorker: the attempt runs in this process, so if the worker dies its sandbox dies
 with it (bwrap --die-with-parent), and the reconciler of any surviving worker marks it lost.
 RQ's own scheduler would run in a forked child that outlives a killed worker, so the reconciler
 thread moves due scheduled jobs (webhook retries) onto their queues instead.
+
+Retention runs in a thread of its own, so a long first run never delays the reconciler; a Redis
+key set with NX EX makes it run once per AGENTHUB_RETENTION_INTERVAL across all workers (see
+jobs.retention.apply_if_due). RQ's CronScheduler does not fit: it is one dedicated process whose
+schedule lives in its memory (one per worker would each enqueue on their own clock), and an
+enqueued job runs on whichever host takes it, while each worker host has its own workspaces.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ import django_rq
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
+from redis import Redis
 from rq.scheduler import RQScheduler
 
-from jobs import services
+from jobs import retention, services
 
 log = logging.getLogger("jobs.worker")
 QUEUES = ("high", "default", "low")
@@ -43,11 +51,16 @@ class Command(BaseCommand):
             target=_reconcile_forever, args=(stop, scheduler), daemon=True
         )
         reconciler.start()
+        retainer = threading.Thread(
+            target=_retain_forever, args=(stop, worker.connection), daemon=True
+        )
+        retainer.start()
         try:
             worker.work(burst=options["burst"], logging_level="WARNING")
         finally:
             stop.set()
             reconciler.join(timeout=5)
+            retainer.join(timeout=5)
             scheduler.release_locks()
 
 
@@ -62,5 +75,24 @@ def _reconcile_forever(stop: threading.Event, scheduler: RQScheduler) -> None:
                 scheduler.enqueue_scheduled_jobs()
         except Exception:
             log.exception("reconcile failed")
+        finally:
+            close_old_connections()
+
+
+def _retain_forever(stop: threading.Event, connection: Redis) -> None:
+    while not stop.wait(settings.AGENTHUB_RECONCILE_INTERVAL):
+        try:
+            report = retention.apply_if_due(connection)
+            if report is not None and report.removed_anything:
+                log.info(
+                    "retention %s: jobs %s, workspaces %s",
+                    report.summary(),
+                    report.jobs,
+                    [w.name for w in report.workspaces],
+                )
+            if report is not None and report.failures:
+                log.warning("retention could not remove: %s", report.failures)
+        except Exception:
+            log.exception("retention failed")
         finally:
             close_old_connections()
