@@ -110,6 +110,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "notify.context_processors.notifications",
+                "jobs.teams.manage_link",
             ],
         },
     },

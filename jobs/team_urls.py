@@ -1,5 +1,25 @@
-"""Team administration pages for team admins."""
+"""Team administration pages for team admins (and staff): jobs.teams."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from jobs import teams
+
+T = "teams/<str:team_name>/"
+
+urlpatterns: list[URLPattern] = [
+    path("teams/", teams.team_list, name="team-list"),
+    path(T, teams.manage, name="team-manage"),
+    path(T + "settings", teams.team_settings, name="team-settings"),
+    path(T + "members/add", teams.member_add, name="team-member-add"),
+    path(T + "members/<int:pk>/role", teams.member_role, name="team-member-role"),
+    path(T + "members/<int:pk>/remove", teams.member_remove, name="team-member-remove"),
+    path(
+        T + "repositories/register",
+        teams.repository_register,
+        name="team-repository-register",
+    ),
+    path(T + "repositories/<str:name>/", teams.repository_edit, name="team-repository"),
+    path(T + "agents/new", teams.agent_edit, name="team-agent-new"),
+    path(T + "agents/<str:name>/", teams.agent_edit, name="team-agent"),
+    path(T + "agents/<str:name>/delete", teams.agent_delete, name="team-agent-delete"),
+]
