@@ -1,5 +1,10 @@
 """Staff pages: operations (queue health) and insights."""
 
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from jobs import ops
+
+urlpatterns = [
+    path("ops/", ops.operations, name="ops"),
+    path("insights/", ops.insights_page, name="insights"),
+]
