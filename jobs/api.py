@@ -67,6 +67,12 @@ def authenticate(request: HttpRequest) -> Any:
         )
         if token is None or not token.user.is_active:
             raise Unauthorized("The API token is not valid.")
+        if not token.is_usable:
+            raise Unauthorized(
+                f"The API token {token.name!r} was revoked."
+                if token.revoked_at
+                else f"The API token {token.name!r} expired on {token.expires_at:%Y-%m-%d %H:%M}."
+            )
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         return token.user
     if request.user.is_authenticated:

@@ -469,12 +469,23 @@ class ApiToken(models.Model):
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # No expiry when null. A revoked token is kept (the audit trail names it) but never accepted.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, user: Any, name: str) -> tuple[ApiToken, str]:
+    def issue(cls, user: Any, name: str, *, expires_at: Any = None) -> tuple[ApiToken, str]:
         key = "ah_" + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, prefix=key[:10], key_hash=hash_token(key))
+        token = cls.objects.create(
+            user=user, name=name, prefix=key[:10], key_hash=hash_token(key), expires_at=expires_at
+        )
         return token, key
+
+    @property
+    def is_usable(self) -> bool:
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > timezone.now()
+        )
