@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from itertools import islice
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db.models import Prefetch, QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from jobs.models import Attempt, AuditEntry, Decision, Job, Review
-
-Lines = Generator[str, None, None]
+from jobs.streaming import Lines, batched
 
 CHUNK_SIZE = 2000  # rows fetched from the database at a time
-BATCH_ROWS = 500  # serialized rows handed to the server at a time
 
 JOB_COLUMNS = (
     "public_id",
@@ -157,19 +153,7 @@ def streaming_response(
     into a list, which is the very thing streaming is meant to avoid."""
     content_type, extension = FORMATS[fmt]
     lines = csv_lines(rows, columns) if fmt == "csv" else json_lines(rows)
-    response = StreamingHttpResponse(_batched(lines), content_type=content_type)
+    response = StreamingHttpResponse(batched(lines), content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.{extension}"'
     return response
-
-
-async def _batched(lines: Lines) -> AsyncIterator[str]:
-    # thread_sensitive: every batch runs in the thread that holds the request's database
-    # connection, where the chunked cursor lives.
-    next_batch = sync_to_async(lambda: "".join(islice(lines, BATCH_ROWS)), thread_sensitive=True)
-    try:
-        while batch := await next_batch():
-            yield batch
-    finally:
-        # Closes the cursor if the client went away mid-stream.
-        await sync_to_async(lines.close, thread_sensitive=True)()

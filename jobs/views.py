@@ -3,7 +3,7 @@ jobs.access, changes through jobs.services, live updates through jobs.consumers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -19,6 +19,7 @@ from jobs import access, services
 from jobs.errors import Conflict, ServiceError
 from jobs.forms import ReviewForm, SubmitForm
 from jobs.models import Attempt, Job, JobStatus, Role
+from jobs.streaming import Lines, batched
 
 FILTERS = ("status", "repo", "agent", "mine")
 PAGE_DIFF_LINES = 3000
@@ -125,11 +126,11 @@ def job_log(request: HtmxHttpRequest, public_id: str) -> StreamingHttpResponse:
     if attempt is None:
         raise Http404
 
-    def lines() -> Iterator[str]:
+    def lines() -> Lines:
         for event in attempt.events.order_by("seq").iterator(chunk_size=2000):
             yield f"{event.ts:%H:%M:%S} [{event.stream or event.kind}] {event.text}\n"
 
-    response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(batched(lines()), content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'inline; filename="{job.public_id}-{attempt.number}.log"'
     return response
 

@@ -60,6 +60,7 @@ class DateRangeFilter(admin.FieldListFilter):
     ) -> None:
         self.param_from, self.param_to = f"{field_path}__from", f"{field_path}__to"
         super().__init__(field, request, params, model, model_admin, field_path)
+        self.title = "date"
         self.values = {k: str(v[-1]) for k, v in self.used_parameters.items() if v[-1]}  # type: ignore[index]
         self.used_parameters = dict(self.values)
 
