@@ -44,8 +44,8 @@ AGENTHUB_HEARTBEAT_TIMEOUT = env_int("AGENTHUB_HEARTBEAT_TIMEOUT", 30, minimum=5
 AGENTHUB_RECONCILE_INTERVAL = env_int("AGENTHUB_RECONCILE_INTERVAL", 10, minimum=1)
 AGENTHUB_TEAM_CONCURRENCY = env_int("AGENTHUB_TEAM_CONCURRENCY", 2, minimum=1)
 
-# Signs job callbacks (X-AgentHub-Signature); derived from the secret key when unset.
-AGENTHUB_WEBHOOK_SECRET = env_str("AGENTHUB_WEBHOOK_SECRET") or f"webhook:{SECRET_KEY}"
+# Webhooks may reach loopback and private addresses (SSRF guard off): for development and tests.
+AGENTHUB_WEBHOOK_ALLOW_PRIVATE = env_bool("AGENTHUB_WEBHOOK_ALLOW_PRIVATE", False)
 
 # Web Push: who the push services contact about our traffic (a mailto: or https: URL).
 AGENTHUB_VAPID_SUBJECT = env_str("AGENTHUB_VAPID_SUBJECT", "mailto:admin@localhost")
@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "jobs",
     "notify",
+    "hooks",
 ]
 
 MIDDLEWARE = [

@@ -289,12 +289,17 @@ def _check_prompt(prompt: str) -> None:
 def _check_callback(url: str) -> None:
     if not url:
         return
+    from hooks.services import Refused, check_url
+
     try:
         URLValidator(schemes=["http", "https"])(url)
+        check_url(url)
     except ValidationError:
         raise BadInput(
             f"callback_url must be an http(s) URL, not {url!r}.", field="callback_url"
         ) from None
+    except Refused as exc:
+        raise BadInput(f"callback_url refused: {exc}", field="callback_url") from None
 
 
 def _resolve(repository: Repository, ref: str) -> str:
@@ -547,26 +552,16 @@ def _announce(job: Job, before: str | None = None) -> None:
         events.publish_job(fresh, job_summary(fresh))
         if before == fresh.status or fresh.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             return
-        if fresh.callback_url:
-            _enqueue_webhook(fresh)
+        _enqueue_webhook(fresh)
         job_settled(fresh)
 
     transaction.on_commit(announce)
 
 
 def _enqueue_webhook(job: Job) -> None:
-    import django_rq
-    from rq import Retry
+    from hooks.services import job_settled as deliver_to_hooks
 
-    from jobs import webhooks
-
-    django_rq.get_queue("default").enqueue(
-        "jobs.tasks.deliver_webhook",
-        job.pk,
-        job.status,
-        retry=Retry(max=len(webhooks.RETRY_INTERVALS), interval=webhooks.RETRY_INTERVALS),
-        job_timeout=60,
-    )
+    deliver_to_hooks(job)
 
 
 # --- cancel, re-run, reconcile -----------------------------------------------------------------

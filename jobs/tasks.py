@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from jobs import runner, webhooks
+from jobs import runner
 
 
 def run_attempt(attempt_id: int) -> None:
     runner.execute(attempt_id)
-
-
-def deliver_webhook(job_id: int, status: str) -> int:
-    return webhooks.deliver(job_id, status)

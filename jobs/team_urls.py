@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, path
 
+from hooks import views as hooks
 from jobs import teams
 
 T = "teams/<str:team_name>/"
@@ -22,4 +23,12 @@ urlpatterns: list[URLPattern] = [
     path(T + "agents/new", teams.agent_edit, name="team-agent-new"),
     path(T + "agents/<str:name>/", teams.agent_edit, name="team-agent"),
     path(T + "agents/<str:name>/delete", teams.agent_delete, name="team-agent-delete"),
+    path(T + "webhooks/add", hooks.hook_add, name="team-hook-add"),
+    path(T + "webhooks/<int:pk>/active", hooks.hook_active, name="team-hook-active"),
+    path(T + "webhooks/<int:pk>/delete", hooks.hook_delete, name="team-hook-delete"),
+    path(
+        T + "webhooks/deliveries/<uuid:delivery_id>/redeliver",
+        hooks.delivery_redeliver,
+        name="team-hook-redeliver",
+    ),
 ]

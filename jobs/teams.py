@@ -26,6 +26,8 @@ from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_http_methods, require_POST
 
+from hooks import services as hooks
+from hooks.forms import WebhookForm
 from jobs import access, services, workspace
 from jobs.errors import Conflict, ServiceError
 from jobs.models import NAME_VALIDATOR, Agent, Membership, Repository, Role, Team
@@ -396,6 +398,8 @@ def _manage_page(request: HttpRequest, team: Team, **forms_: forms.BaseForm) -> 
         "add_member_form": AddMemberForm(team=team),
         "register_form": RegisterRepositoryForm(),
         "settings_form": TeamSettingsForm(instance=team),
+        "hooks": hooks.team_hooks(team),
+        "hook_form": WebhookForm(),
         **forms_,
     }
     return render(request, "teams/manage.html", context)

@@ -117,8 +117,8 @@ def test_it_shows_a_live_worker_and_the_attempt_it_runs(client, staff, alice, re
 
 
 def test_it_counts_failed_rq_jobs(client, staff, workers, empty_queues):
-    # A webhook for a job that does not exist raises in the worker: a real failed RQ job.
-    django_rq.get_queue("low").enqueue("jobs.tasks.deliver_webhook", 0, "merged")
+    # A delivery id that is not one raises in the worker: a real failed RQ job.
+    django_rq.get_queue("low").enqueue("hooks.tasks.deliver", "not-a-delivery-id")
     workers.burst()
     client.force_login(staff)
     page = client.get("/ops/").content.decode()
