@@ -44,6 +44,8 @@ AGENTHUB_HEARTBEAT_TIMEOUT = env_int("AGENTHUB_HEARTBEAT_TIMEOUT", 30, minimum=5
 AGENTHUB_RECONCILE_INTERVAL = env_int("AGENTHUB_RECONCILE_INTERVAL", 10, minimum=1)
 AGENTHUB_TEAM_CONCURRENCY = env_int("AGENTHUB_TEAM_CONCURRENCY", 2, minimum=1)
 
+# API rate limit per token (or signed-in user): "<requests>/<seconds>"; "0/60" turns it off.
+AGENTHUB_API_RATE_LIMIT = env_str("AGENTHUB_API_RATE_LIMIT", "600/60")
 # Webhooks may reach loopback and private addresses (SSRF guard off): for development and tests.
 AGENTHUB_WEBHOOK_ALLOW_PRIVATE = env_bool("AGENTHUB_WEBHOOK_ALLOW_PRIVATE", False)
 
@@ -150,7 +152,12 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "agenthub:channels"},
+        # No socket timeout: the layer blocks in BZPOPMIN for longer than redis-py's default
+        # read timeout (channels_redis#422).
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": "agenthub:channels",
+        },
     }
 }
 

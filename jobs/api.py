@@ -1,38 +1,34 @@
-"""HTTP API under /api/v1/: JSON in, JSON out, errors as {error, detail}. Only glue: every
-change goes through jobs.services, every lookup through jobs.access."""
+"""HTTP API under /api/v1/ (django-ninja): JSON in, JSON out, errors as {error, detail}. Only
+glue: every change goes through jobs.services or jobs.tokens, every lookup through jobs.access.
+
+The OpenAPI document at /api/v1/openapi.json is generated from these operations and the shapes
+in jobs/schemas.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from functools import wraps
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.http.response import HttpResponseBase
-from django.middleware.csrf import CsrfViewMiddleware
-from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
+from ninja import Header, NinjaAPI, Query, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+from ninja.security import HttpBearer, SessionAuth
+from ninja.utils import check_csrf
 
-from jobs import access, services
-from jobs.errors import (
-    BadInput,
-    Conflict,
-    Forbidden,
-    NotFound,
-    ServiceError,
-    TooLarge,
-    Unauthorized,
-)
-from jobs.models import FINISHED_ATTEMPT_STATUSES, ApiToken, Attempt, Job, JobStatus, hash_token
+from hooks import services as hook_services
+from jobs import access, ratelimit, schemas, services, tokens
+from jobs.errors import BadInput, Forbidden, NotFound, ServiceError, TooLarge, Unauthorized
+from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Job, JobStatus
 from jobs.serialize import job_detail, job_summary
 
-View = Callable[..., HttpResponseBase]
 WAIT_MAX_SECONDS = 60
 SSE_POLL_SECONDS = 0.25
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -41,152 +37,194 @@ SETTLED = {s for s in JobStatus.values if s not in (JobStatus.QUEUED, JobStatus.
 
 
 def error_response(exc: ServiceError) -> JsonResponse:
+    """`{error, detail, field?, conflicts?}` with the error's status; also used by notify.views."""
     body: dict[str, Any] = {"error": exc.error, "detail": exc.detail}
     if exc.field:
         body["field"] = exc.field
-    if isinstance(exc, Conflict) and exc.conflicts:
-        body["conflicts"] = exc.conflicts
-    return JsonResponse(body, status=exc.status)
+    if conflicts := getattr(exc, "conflicts", None):
+        body["conflicts"] = conflicts
+    response = JsonResponse(body, status=exc.status)
+    if isinstance(exc, ratelimit.RateLimited):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
-def _no_view(request: HttpRequest) -> HttpResponse:
-    return HttpResponse()
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        found = tokens.authenticate(token)
+        # Keyed by the hash rather than the id, which a test database hands out again.
+        ratelimit.check(f"token:{found.key_hash[:32]}")
+        return found.user
 
 
-# Session-authenticated API calls get Django's CSRF check; token calls are exempt.
-_csrf = CsrfViewMiddleware(_no_view)
+class SignedInSession(SessionAuth):
+    """A browser's session. CSRF is checked here, for signed-in users only, so that a request
+    without any credentials is told 401 rather than a CSRF failure."""
 
-
-def authenticate(request: HttpRequest) -> Any:
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        token = (
-            ApiToken.objects.select_related("user")
-            .filter(key_hash=hash_token(header[7:].strip()))
-            .first()
-        )
-        if token is None or not token.user.is_active:
-            raise Unauthorized("The API token is not valid.")
-        if not token.is_usable:
-            raise Unauthorized(
-                f"The API token {token.name!r} was revoked."
-                if token.revoked_at
-                else f"The API token {token.name!r} expired on {token.expires_at:%Y-%m-%d %H:%M}."
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        if not request.user.is_authenticated:
+            return None
+        if check_csrf(request) is not None:
+            raise Forbidden(
+                "Session requests need a CSRF token; API clients should send a Bearer token."
             )
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
-        return token.user
-    if request.user.is_authenticated:
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            if _csrf.process_view(request, _no_view, (), {}) is not None:
-                raise Forbidden(
-                    "Session requests need a CSRF token; API clients should send a Bearer token."
-                )
+        ratelimit.check(f"user:{request.user.pk}")
         return request.user
-    raise Unauthorized("Sign in or send 'Authorization: Bearer <token>'.")
 
 
-def api_view(*methods: str) -> Callable[[View], View]:
-    def decorate(view: View) -> View:
-        @csrf_exempt  # checked in authenticate() for session users; tokens need none
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            if request.method not in methods:
-                return JsonResponse(
-                    {"error": "method_not_allowed", "detail": f"Use {' or '.join(methods)}."},
-                    status=405,
-                )
-            try:
-                return view(request, authenticate(request), *args, **kwargs)
-            except ServiceError as exc:
-                return error_response(exc)
-            except RequestDataTooBig:
-                return error_response(TooLarge("The request body is too large."))
-
-        return wrapper
-
-    return decorate
+class JsonObjectParser(Parser):
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        # ninja turns any error here into a 400 whose __cause__ is this (see http_error).
+        try:
+            data = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadInput(f"The body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadInput(f"The body must be a JSON object, not {json.dumps(data)[:40]}.")
+        return data
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
-    if not request.body:
-        return {}
-    try:
-        data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"The body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadInput("The body must be a JSON object.")
-    return data
+class ApiRequest(HttpRequest):
+    auth: Any  # the user the auth classes above returned
 
 
-def _str(data: dict[str, Any], name: str, default: str | None = None) -> Any:
-    value = data.get(name, default)
-    if value is not None and not isinstance(value, str):
-        raise BadInput(f"{name} must be a string.", field=name)
-    return value
+class AgentHubAPI(NinjaAPI):
+    def get_root_path(self, path_params: dict[str, Any]) -> str:
+        # The operations are included without a URL namespace, so that their names
+        # (`api-job`, used by jobs.serialize) are the project's own.
+        return reverse("api-root", kwargs=path_params)
 
 
-def _int(
-    data: Any, name: str, default: int | None, low: int | None = None, high: int | None = None
+api = AgentHubAPI(
+    title="AgentHub API",
+    version="1",
+    description="Submit jobs to agents, follow them, review and merge their results. "
+    "Send `Authorization: Bearer <token>` (tokens from /settings/tokens/) or use a signed-in "
+    "session with its CSRF token. Errors are `{error, detail}` with the HTTP status.",
+    auth=[BearerToken(), SignedInSession(csrf=False)],
+    parser=JsonObjectParser(),
+    docs_url=None,  # the interactive docs page needs inline scripts, which the CSP refuses
+)
+
+
+def errors(*codes: int) -> dict[frozenset[int], type[schemas.Error]]:
+    """The error responses an operation documents: the ones every call can give, and `codes`."""
+    return {frozenset({400, 401, 429, *codes}): schemas.Error}
+
+
+@api.exception_handler(ServiceError)
+def service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
+    return error_response(exc)
+
+
+@api.exception_handler(ValidationError)
+def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    first = exc.errors[0]
+    # loc is (source, parameter, field…); a body's fields sit under its parameter name.
+    where = [str(part) for part in first["loc"][1:]]
+    if first["loc"][0] == "body":
+        where = where[1:]
+    if not where:
+        return error_response(BadInput(f"The body must be a JSON object: {first['msg']}."))
+    return error_response(BadInput(f"{'.'.join(where)}: {first['msg']}.", field=where[0]))
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc, AuthenticationError):
+        return error_response(Unauthorized("Sign in or send 'Authorization: Bearer <token>'."))
+    if isinstance(exc.__cause__, ServiceError):  # from JsonObjectParser
+        return error_response(exc.__cause__)
+    return JsonResponse({"error": "bad_request", "detail": str(exc)}, status=exc.status_code)
+
+
+@api.exception_handler(RequestDataTooBig)
+def too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error_response(TooLarge("The request body is too large."))
+
+
+@api.exception_handler(Http404)
+def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(NotFound(str(exc) or "Not found."))
+
+
+@api.post(
+    "/jobs",
+    response={202: schemas.Accepted, **errors(403, 413)},
+    url_name="api-jobs",
+    summary="Submit a job",
+)
+def submit_job(request: ApiRequest, data: schemas.SubmitIn) -> Any:
+    job = services.submit_job(request.auth, **data.dict())
+    url = request.build_absolute_uri(reverse("api-job", args=[job.public_id]))
+    body: dict[str, Any] = {"id": job.public_id, "status": job.status, "url": url}
+    if job.callback_url:
+        body["callback_secret"] = hook_services.callback_secret(job)
+    return Status(202, body)
+
+
+@api.get(
+    "/jobs",
+    response={200: schemas.JobPage, **errors()},
+    url_name="api-jobs",
+    summary="Your teams' jobs, newest first",
+)
+def list_jobs(
+    request: ApiRequest,
+    status: JobStatus | None = None,
+    repo: str | None = None,
+    page: int = Query(1, ge=1),
+    per_page: int = Query(50, ge=1, le=200),
 ) -> Any:
-    value = data.get(name, default)
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)
-    if value is None:
-        return value
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadInput(f"{name} must be a whole number, not {value!r}.", field=name)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise BadInput(f"{name} must be from {low} to {high}, not {value}.", field=name)
-    return value
-
-
-@api_view("GET", "POST")
-def jobs(request: HttpRequest, user: Any) -> HttpResponseBase:
-    if request.method == "POST":
-        return _submit(request, user)
-    found = access.visible_jobs(user).order_by("-created_at", "-pk")
-    if status := request.GET.get("status"):
+    found = access.visible_jobs(request.auth).order_by("-created_at", "-pk")
+    if status:
         found = found.filter(status=status)
-    if repo := request.GET.get("repo"):
+    if repo:
         found = found.filter(repository__name=repo)
-    page = Paginator(found, _int(request.GET, "per_page", 50, 1, 200)).get_page(
-        _int(request.GET, "page", 1, 1)
-    )
-    return JsonResponse(
-        {
-            "jobs": [job_summary(job) for job in page],
-            "page": page.number,
-            "pages": page.paginator.num_pages,
-            "count": page.paginator.count,
-        }
-    )
+    shown = Paginator(found, per_page).get_page(page)
+    return {
+        "jobs": [job_summary(job) for job in shown],
+        "page": shown.number,
+        "pages": shown.paginator.num_pages,
+        "count": shown.paginator.count,
+    }
 
 
-def _submit(request: HttpRequest, user: Any) -> HttpResponseBase:
-    data = _body(request)
-    job = services.submit_job(
-        user,
-        repo=_str(data, "repo", ""),
-        agent=_str(data, "agent", ""),
-        prompt=_str(data, "prompt", ""),
-        base_ref=_str(data, "base_ref"),
-        title=_str(data, "title"),
-        attempts=_int(data, "attempts", 1),
-        priority=_int(data, "priority", 0),
-        callback_url=_str(data, "callback_url", ""),
-    )
-    url = request.build_absolute_uri(f"/api/v1/jobs/{job.public_id}")
-    return JsonResponse({"id": job.public_id, "status": job.status, "url": url}, status=202)
+@api.get(
+    "/jobs/{id}",
+    response={200: schemas.JobOut, **errors(404)},
+    url_name="api-job",
+    summary="A job with its attempts, progress, diff stats and reviews",
+)
+def get_job(request: ApiRequest, id: str) -> Any:
+    return job_detail(access.get_job(request.auth, id))
 
 
-@api_view("GET")
-def job(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    return JsonResponse(job_detail(access.get_job(user, public_id)))
+@api.get(
+    "/jobs/{id}/wait",
+    response={200: schemas.WaitOut, **errors(404)},
+    url_name="api-job-wait",
+    summary="Long poll: the job once it needs a person or has ended, or at the timeout",
+)
+async def wait_for_job(
+    request: ApiRequest,
+    id: str,
+    timeout: int = Query(30, description=f"Seconds, at most {WAIT_MAX_SECONDS}"),
+) -> Any:
+    # Under ASGI jobs/api_consumers.py answers this call without holding a thread while it
+    # waits; this view serves WSGI and the test client, and documents the call.
+    job = await sync_to_async(access.get_job)(request.auth, id)
+    deadline = time.monotonic() + min(max(timeout, 0), WAIT_MAX_SECONDS)
+    while True:
+        status = await Job.objects.filter(pk=job.pk).values_list("status", flat=True).aget()
+        if status in SETTLED or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.25)
+    detail = await sync_to_async(lambda: job_detail(Job.objects.get(pk=job.pk)))()
+    return {"timed_out": status not in SETTLED, **detail}
 
 
-def _attempt(job: Job, request: HttpRequest) -> Attempt:
-    number = _int(request.GET, "attempt", None)
+def attempt_of(job: Job, number: int | None) -> Attempt:
     found = job.attempts.order_by("-number")
     attempt = (found.filter(number=number) if number is not None else found).first()
     if attempt is None:
@@ -194,26 +232,41 @@ def _attempt(job: Job, request: HttpRequest) -> Attempt:
     return attempt
 
 
-@api_view("GET")
-def job_events(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    attempt = _attempt(access.get_job(user, public_id), request)
-    after = _int(request.GET, "after", 0, 0)
-    if "text/event-stream" in request.headers.get("Accept", ""):
-        resume = _int(request.headers, "Last-Event-ID", 0, 0)
-        return event_stream(attempt, max(after, resume))
-    limit = _int(request.GET, "limit", 1000, 1, 5000)
-    found = list(attempt.events.filter(seq__gt=after).order_by("seq")[:limit])
-    return JsonResponse(
-        {
-            "attempt": attempt.number,
-            "status": attempt.status,
-            "last_seq": attempt.last_seq,
-            "events": [e.as_dict() for e in found],
+@api.get(
+    "/jobs/{id}/events",
+    response={200: schemas.EventsOut, **errors(404)},
+    url_name="api-job-events",
+    summary="An attempt's events after a sequence number, in order (or as Server-Sent Events)",
+    description="With `Accept: text/event-stream` the events come as Server-Sent Events: the "
+    "backlog, then new events as they are written, each with `id: <seq>`, and a last `end` "
+    "event once the attempt has ended. Reconnect with `Last-Event-ID` to resume.",
+    exclude_unset=True,  # an event's `data` is there only when it has some
+    openapi_extra={
+        "responses": {
+            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
         }
-    )
+    },
+)
+def job_events(
+    request: ApiRequest,
+    id: str,
+    attempt: int | None = Query(None, description="The attempt's number; the latest by default"),
+    after: int = Query(0, ge=0, description="Only events with a greater seq"),
+    limit: int = Query(1000, ge=1, le=5000),
+    last_event_id: int | None = Header(None, alias="Last-Event-ID", ge=0),
+) -> Any:
+    found = attempt_of(access.get_job(request.auth, id), attempt)
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return event_stream(found, max(after, last_event_id or 0))
+    return {
+        "attempt": found.number,
+        "status": found.status,
+        "last_seq": found.last_seq,
+        "events": [e.as_dict() for e in found.events.filter(seq__gt=after).order_by("seq")[:limit]],
+    }
 
 
-def _sse(kind: str, data: dict[str, Any], seq: int | None = None) -> str:
+def sse(kind: str, data: dict[str, Any], seq: int | None = None) -> str:
     head = f"id: {seq}\n" if seq is not None else ""
     return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n"
 
@@ -221,7 +274,8 @@ def _sse(kind: str, data: dict[str, Any], seq: int | None = None) -> str:
 def event_stream(attempt: Attempt, after: int) -> StreamingHttpResponse:
     """Server-Sent Events: the backlog after `after`, then new events as they are written, until
     the attempt has ended. Each event's `id` is its seq, so a reconnecting client resumes with
-    Last-Event-ID and misses nothing."""
+    Last-Event-ID and misses nothing. Under ASGI jobs/api_consumers.py serves the stream instead
+    (woken by the job's Channels group rather than polling, and holding no thread)."""
 
     async def stream() -> AsyncIterator[str]:
         last, idle = after, 0.0
@@ -229,7 +283,7 @@ def event_stream(attempt: Attempt, after: int) -> StreamingHttpResponse:
             batch = [e async for e in attempt.events.filter(seq__gt=last).order_by("seq")[:500]]
             for event in batch:
                 last = event.seq
-                yield _sse(event.kind, event.as_dict(), event.seq)
+                yield sse(event.kind, event.as_dict(), event.seq)
             if batch:
                 idle = 0.0
                 continue
@@ -240,7 +294,7 @@ def event_stream(attempt: Attempt, after: int) -> StreamingHttpResponse:
                 status in FINISHED_ATTEMPT_STATUSES
                 and not await attempt.events.filter(seq__gt=last).aexists()
             ):
-                yield _sse("end", {"status": status})
+                yield sse("end", {"status": status})
                 return
             if idle >= SSE_KEEPALIVE_SECONDS:
                 idle = 0.0
@@ -254,27 +308,45 @@ def event_stream(attempt: Attempt, after: int) -> StreamingHttpResponse:
     return response
 
 
-@api_view("GET")
-def job_diff(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    attempt = _attempt(access.get_job(user, public_id), request)
-    response = HttpResponse(attempt.patch, content_type="text/x-diff; charset=utf-8")
-    response["X-Diff-Hash"] = attempt.diff_hash
+@api.get(
+    "/jobs/{id}/diff",
+    response=errors(404),
+    url_name="api-job-diff",
+    summary="An attempt's patch, as text/x-diff (the latest attempt by default)",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The patch; X-Diff-Hash names the result a review approves",
+                "content": {"text/x-diff": {"schema": {"type": "string"}}},
+            }
+        }
+    },
+)
+def job_diff(
+    request: ApiRequest,
+    id: str,
+    attempt: int | None = Query(None, description="The attempt's number; the latest by default"),
+) -> HttpResponse:
+    found = attempt_of(access.get_job(request.auth, id), attempt)
+    response = HttpResponse(found.patch, content_type="text/x-diff; charset=utf-8")
+    response["X-Diff-Hash"] = found.diff_hash
     return response
 
 
-@api_view("POST")
-def job_reviews(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    job = access.get_job(user, public_id)
-    data = _body(request)
+@api.post(
+    "/jobs/{id}/reviews",
+    response={201: schemas.ReviewCreated, **errors(404, 403, 409)},
+    url_name="api-job-reviews",
+    summary="Approve, reject or request changes to an attempt's result",
+)
+def review_job(request: ApiRequest, id: str, data: schemas.ReviewIn) -> Any:
+    job = access.get_job(request.auth, id)
     review = services.review_job(
-        user,
-        job,
-        _str(data, "decision", ""),
-        comment=_str(data, "comment", ""),
-        attempt=_int(data, "attempt", None),
+        request.auth, job, data.decision, comment=data.comment, attempt=data.attempt
     )
     job.refresh_from_db()
-    return JsonResponse(
+    return Status(
+        201,
         {
             "job": job.public_id,
             "status": job.status,
@@ -282,50 +354,79 @@ def job_reviews(request: HttpRequest, user: Any, public_id: str) -> HttpResponse
             "attempt": review.attempt.number,
             "diff_hash": review.diff_hash,
         },
-        status=201,
     )
 
 
-@api_view("POST")
-def job_merge(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    job = access.get_job(user, public_id)
-    commit = services.merge_job(user, job, attempt=_int(_body(request), "attempt", None))
-    return JsonResponse({"commit": commit, "status": JobStatus.MERGED})
+@api.post(
+    "/jobs/{id}/merge",
+    response={200: schemas.Merged, **errors(404, 403, 409)},
+    url_name="api-job-merge",
+    summary="Merge the approved result into its branch (409 with `conflicts` when it cannot)",
+)
+def merge_job(
+    request: ApiRequest,
+    id: str,
+    data: schemas.MergeIn | None = None,
+) -> Any:
+    job = access.get_job(request.auth, id)
+    commit = services.merge_job(request.auth, job, attempt=data.attempt if data else None)
+    return {"commit": commit, "status": JobStatus.MERGED}
 
 
-@api_view("POST")
-def job_cancel(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    job = services.cancel_job(user, access.get_job(user, public_id))
-    return JsonResponse({"id": job.public_id, "status": job.status}, status=202)
+@api.post(
+    "/jobs/{id}/cancel",
+    response={202: schemas.Cancelled, **errors(404, 403, 409)},
+    url_name="api-job-cancel",
+    summary="Cancel the job's queued and running attempts",
+)
+def cancel_job(request: ApiRequest, id: str) -> Any:
+    job = services.cancel_job(request.auth, access.get_job(request.auth, id))
+    return Status(202, {"id": job.public_id, "status": job.status})
 
 
-@api_view("POST")
-def job_rerun(request: HttpRequest, user: Any, public_id: str) -> HttpResponseBase:
-    pin = _body(request).get("pin_image", False)
-    if not isinstance(pin, bool):
-        raise BadInput("pin_image must be true or false.", field="pin_image")
-    attempt = services.rerun_job(user, access.get_job(user, public_id), pin_image=pin)
-    return JsonResponse(
-        {"id": public_id, "status": JobStatus.QUEUED, "attempt": attempt.number}, status=202
-    )
+@api.post(
+    "/jobs/{id}/rerun",
+    response={202: schemas.Rerun, **errors(404, 403, 409)},
+    url_name="api-job-rerun",
+    summary="Run the job again on the latest commit of its branch",
+)
+def rerun_job(
+    request: ApiRequest,
+    id: str,
+    data: schemas.RerunIn | None = None,
+) -> Any:
+    job = access.get_job(request.auth, id)
+    attempt = services.rerun_job(request.auth, job, pin_image=bool(data and data.pin_image))
+    return Status(202, {"id": job.public_id, "status": JobStatus.QUEUED, "attempt": attempt.number})
 
 
-@csrf_exempt
-async def job_wait(request: HttpRequest, public_id: str) -> HttpResponseBase:
-    """Long poll. Async so that a waiting client holds no thread of the server."""
-    if request.method != "GET":
-        return JsonResponse({"error": "method_not_allowed", "detail": "Use GET."}, status=405)
-    try:
-        user = await sync_to_async(authenticate)(request)
-        job = await sync_to_async(access.get_job)(user, public_id)
-        timeout = min(max(_int(request.GET, "timeout", 30), 0), WAIT_MAX_SECONDS)
-    except ServiceError as exc:
-        return error_response(exc)
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await Job.objects.filter(pk=job.pk).values_list("status", flat=True).aget()
-        if status in SETTLED or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(0.25)
-    detail = await sync_to_async(lambda: job_detail(Job.objects.get(pk=job.pk)))()
-    return JsonResponse({"timed_out": status not in SETTLED, **detail})
+@api.get(
+    "/tokens",
+    response={200: list[schemas.TokenOut], **errors()},
+    url_name="api-tokens",
+    summary="Your API tokens, newest first (never their keys)",
+)
+def list_tokens(request: ApiRequest) -> Any:
+    return [tokens.as_dict(token) for token in tokens.of(request.auth)]
+
+
+@api.post(
+    "/tokens",
+    response={201: schemas.TokenCreated, **errors(403)},
+    url_name="api-tokens",
+    summary="Create an API token; its key is in this response and never again",
+)
+def create_token(request: ApiRequest, data: schemas.TokenIn) -> Any:
+    expires_at = tokens.expiry(days=data.expires_in_days, at=data.expires_at)
+    token, key = tokens.create(request.auth, data.name, expires_at=expires_at)
+    return Status(201, {**tokens.as_dict(token), "key": key})
+
+
+@api.delete(
+    "/tokens/{token_id}",
+    response={200: schemas.TokenOut, **errors(403, 404)},
+    url_name="api-token",
+    summary="Revoke one of your API tokens; it is refused from then on",
+)
+def revoke_token(request: ApiRequest, token_id: int) -> Any:
+    return tokens.as_dict(tokens.revoke(request.auth, token_id))

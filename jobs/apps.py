@@ -26,7 +26,7 @@ def _close_sockets(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
         send(user_group(user.pk), {"type": "session.closed"})
 
 
-def _client(request: Any) -> dict[str, str]:
+def _client(request: Any) -> dict[str, Any]:
     if request is None:
         return {}
     return {

@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import include, path
 
-from jobs import api, openapi, views
+from jobs import api, tokens, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -14,14 +14,8 @@ urlpatterns = [
     path("jobs/<str:public_id>/cancel", views.cancel_action, name="job-cancel"),
     path("jobs/<str:public_id>/rerun", views.rerun_action, name="job-rerun"),
     path("jobs/<str:public_id>/diff/file", views.diff_file, name="job-diff-file"),
-    path("api/v1/openapi.json", openapi.openapi, name="api-openapi"),
-    path("api/v1/jobs", api.jobs, name="api-jobs"),
-    path("api/v1/jobs/<str:public_id>", api.job, name="api-job"),
-    path("api/v1/jobs/<str:public_id>/events", api.job_events, name="api-job-events"),
-    path("api/v1/jobs/<str:public_id>/wait", api.job_wait, name="api-job-wait"),
-    path("api/v1/jobs/<str:public_id>/diff", api.job_diff, name="api-job-diff"),
-    path("api/v1/jobs/<str:public_id>/reviews", api.job_reviews, name="api-job-reviews"),
-    path("api/v1/jobs/<str:public_id>/merge", api.job_merge, name="api-job-merge"),
-    path("api/v1/jobs/<str:public_id>/cancel", api.job_cancel, name="api-job-cancel"),
-    path("api/v1/jobs/<str:public_id>/rerun", api.job_rerun, name="api-job-rerun"),
+    path("settings/tokens/", tokens.page, name="tokens"),
+    path("settings/tokens/<int:token_id>/revoke", tokens.revoke_view, name="token-revoke"),
+    # Without ninja's URL namespace, so that the API's names (api-job, …) are plain ones.
+    path("api/v1/", include(api.api.urls[0])),
 ]

@@ -54,6 +54,8 @@ def test_public_ids_are_short_and_distinct(api, alice, repo):
         ({"attempts": 0}, "attempts"),
         ({"attempts": 99}, "attempts"),
         ({"attempts": "many"}, "attempts"),
+        ({"attempts": True}, "attempts"),
+        ({"priority": "1"}, "priority"),
         ({"priority": 11}, "priority"),
     ],
 )
@@ -90,6 +92,16 @@ def test_body_that_is_not_json_is_400(api, alice, repo):
     )
     assert response.status_code == 400
     assert "JSON" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", ["[1]", "null", '"echo hi"'])
+def test_body_that_is_not_a_json_object_is_400(api, alice, repo, body):
+    client = api(alice)
+    response = client.client.post(
+        "/api/v1/jobs", body, content_type="application/json", **client.headers
+    )
+    assert response.status_code == 400
+    assert "must be a JSON object" in response.json()["detail"]
 
 
 def test_no_credentials_is_401_json(api, repo):

@@ -1,21 +1,32 @@
-"""The `agenthub` CLI, run in-process against a real server over HTTP (pytest-django's
-live_server), with real RQ workers, real git and the real sandbox behind it."""
+"""The `agenthub` CLI against a real server over HTTP (pytest-django's live_server, or daphne
+where events must stream), with real RQ workers, real git and the real sandbox behind it."""
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
-from collections.abc import Callable
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 
-from jobs.cli import clean, main
-from jobs.models import ApiToken, Attempt, Job
-from tests.conftest import job_status
+from jobs.cli import Client, clean, config_path, credentials, main, save_config
+from jobs.models import ApiToken, Attempt, Job, Review
+from tests.conftest import ROOT, Workers, job_status, shell_agent, wait_for
 
+AGENTHUB = Path(sys.executable).with_name("agenthub")  # the installed console script
 pytestmark = pytest.mark.slow
 
 
@@ -30,10 +41,13 @@ Run = Callable[..., Result]
 
 
 @pytest.fixture
-def agenthub(live_server: Any, capsys: Any, monkeypatch: Any) -> Run:
+def agenthub(live_server: Any, capsys: Any, monkeypatch: Any, tmp_path: Path) -> Run:
     """`agenthub(user, *args)` runs the CLI as that user (None: without a token)."""
     monkeypatch.setenv("AGENTHUB_URL", live_server.url)
     monkeypatch.delenv("AGENTHUB_TOKEN", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    # `agenthub login` writes here, never into the real user's configuration.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     tokens: dict[int, str] = {}
 
     def run(user: User | None, *args: str) -> Result:
@@ -97,7 +111,16 @@ def test_wait_exits_0_at_needs_review_and_rings_the_bell(agenthub, alice, repo, 
 def test_submit_wait_returns_when_a_running_worker_is_done(agenthub, alice, repo, workers):
     workers.start()
     done = agenthub(
-        alice, "submit", "--repo", "demo", "--agent", "shell", "--wait", "echo x > x.txt"
+        alice,
+        "submit",
+        "--repo",
+        "demo",
+        "--agent",
+        "shell",
+        "--wait",
+        "echo x > x.txt",
+        "--timeout",
+        "120",
     )
     assert done.code == 0, done.err
     public_id, final = done.out.splitlines()
@@ -150,12 +173,14 @@ def test_logs_follow_on_a_finished_job_ends(agenthub, alice, repo, workers):
     assert done.out == agenthub(alice, "logs", public_id).out
 
 
-def test_logs_follow_streams_a_running_attempt_to_its_end(agenthub, alice, repo, workers):
+def test_logs_follow_streams_a_running_attempt_to_its_end(
+    agenthub, alice, repo, workers, asgi_server
+):
     prompt = "for i in 1 2 3; do echo tick $i; sleep 1; done\necho '::progress::50 half'"
     public_id = submit(agenthub, alice, prompt)
     workers.start()
 
-    done = agenthub(alice, "logs", public_id, "--follow")
+    done = agenthub(alice, "--url", asgi_server, "logs", public_id, "--follow")
 
     assert done.code == 0, done.err
     assert log_lines(done.out) == ["tick 1", "tick 2", "tick 3"]
@@ -298,7 +323,10 @@ def test_missing_token_exits_1_with_the_401_detail(agenthub, alice, repo):
     public_id = submit(agenthub, alice, "true")
     done = agenthub(None, "status", public_id)
     assert done.code == 1
-    assert done.err == "agenthub: Sign in or send 'Authorization: Bearer <token>'.\n"
+    assert done.err == (
+        "agenthub: Sign in or send 'Authorization: Bearer <token>'. Run `agenthub login`"
+        " or set AGENTHUB_TOKEN or pass --token to use a valid API token.\n"
+    )
 
 
 def test_token_and_url_come_from_the_environment(agenthub, alice, repo, monkeypatch):
@@ -321,7 +349,7 @@ def test_flags_after_the_command_override_the_environment(agenthub, alice, live_
 def test_unreachable_server_exits_3_naming_the_url(agenthub, alice):
     done = agenthub(alice, "--url", "http://127.0.0.1:9", "status", "abc")
     assert done.code == 3
-    assert done.err.startswith("agenthub: cannot reach http://127.0.0.1:9: ")
+    assert done.err.startswith("agenthub: cannot reach AgentHub at http://127.0.0.1:9: ")
     assert "Traceback" not in done.err
 
 
@@ -350,3 +378,498 @@ def test_usage_errors_exit_2(agenthub, alice):
 )
 def test_clean_neutralises_terminal_controls(text, shown):
     assert clean(text) == shown
+
+
+# --- exit statuses of --wait -------------------------------------------------------------------
+
+
+def test_submit_wait_exits_1_and_rings_when_the_job_failed(agenthub, alice, repo, workers):
+    workers.start()
+    done = agenthub(
+        alice,
+        "submit",
+        "--repo",
+        "demo",
+        "--agent",
+        "shell",
+        "--wait",
+        "exit 3",
+        "--timeout",
+        "120",
+    )
+    assert done.code == 1
+    public_id = done.out.splitlines()[0]
+    assert done.out.splitlines()[1] == f"{public_id} failed  exit 3"
+    assert done.err == "\a"
+
+
+def test_submit_wait_exits_2_and_rings_when_the_job_timed_out(agenthub, alice, team, repo, workers):
+    shell_agent(team, name="quick", timeout_seconds=1)
+    workers.start()
+    done = agenthub(
+        alice,
+        "submit",
+        "--repo",
+        "demo",
+        "--agent",
+        "quick",
+        "--wait",
+        "sleep 60",
+        "--timeout",
+        "120",
+    )
+    assert done.code == 2
+    public_id = done.out.splitlines()[0]
+    assert Attempt.objects.get(job__public_id=public_id).status == "timed_out"
+    assert done.out.splitlines()[1] == f"{public_id} failed  sleep 60"
+    assert done.err == "\a"
+
+
+def test_wait_exits_2_when_the_job_was_cancelled(agenthub, alice, repo):
+    public_id = submit(agenthub, alice, "true")
+    assert agenthub(alice, "cancel", public_id).code == 0
+    done = agenthub(alice, "wait", public_id)
+    assert done.code == 2
+    assert done.out == f"{public_id} cancelled  true\n"
+    assert done.err == "\a"
+
+
+# --- submit: the prompt from a file or stdin ---------------------------------------------------
+
+
+def test_submit_reads_the_prompt_from_a_file(agenthub, alice, repo, tmp_path):
+    script = tmp_path / "task.sh"
+    script.write_text("echo from a file > f.txt\n")
+    done = agenthub(alice, "submit", "--repo", "demo", "--agent", "shell", "--file", str(script))
+    assert done.code == 0, done.err
+    assert Job.objects.get(public_id=done.out.strip()).prompt == "echo from a file > f.txt\n"
+
+
+def test_submit_reads_piped_stdin_without_a_prompt_argument(agenthub, alice, repo, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("echo piped\n"))
+    done = agenthub(alice, "submit", "--repo", "demo", "--agent", "shell")
+    assert done.code == 0, done.err
+    assert Job.objects.get(public_id=done.out.strip()).prompt == "echo piped\n"
+
+
+def test_submit_refuses_a_prompt_and_a_file_together(agenthub, alice, repo, tmp_path):
+    (tmp_path / "task.sh").write_text("true\n")
+    done = agenthub(
+        alice,
+        "submit",
+        "--repo",
+        "demo",
+        "--agent",
+        "shell",
+        "--file",
+        str(tmp_path / "task.sh"),
+        "true",
+    )
+    assert done.code == 2
+    assert done.err == "agenthub: give the instruction as PROMPT or with --file, not both\n"
+    assert not Job.objects.exists()
+
+
+def test_submit_names_a_prompt_file_it_cannot_read(agenthub, alice, repo, tmp_path):
+    missing = tmp_path / "missing.sh"
+    done = agenthub(alice, "submit", "--repo", "demo", "--agent", "shell", "--file", str(missing))
+    assert done.code == 2
+    assert done.err.startswith("agenthub: cannot read the prompt file: ")
+    assert str(missing) in done.err
+
+
+# --- diff | git apply --------------------------------------------------------------------------
+
+
+def cli_env(url: str, token: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of the installed `agenthub` script run as a subprocess."""
+    return {
+        **os.environ,
+        "AGENTHUB_URL": url,
+        "AGENTHUB_TOKEN": token,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_diff_piped_to_git_apply_applies_on_a_checkout_of_the_base(
+    agenthub, alice, repo, workers, live_server, tmp_path
+):
+    prompt = (
+        "printf 'def greet():\\n    return \"hi\"\\n' > app.py\nmkdir docs\necho notes > docs/n.md"
+    )
+    public_id = submit(agenthub, alice, prompt)
+    workers.burst()
+    base = Attempt.objects.get(job__public_id=public_id).base_commit
+    checkout = tmp_path / "checkout"
+    git("clone", "-q", repo.source, str(checkout), cwd=tmp_path)
+    git("checkout", "-q", base, cwd=checkout)
+    env = cli_env(live_server.url, ApiToken.issue(alice, "pipe")[1], tmp_path)
+
+    diff = subprocess.Popen([AGENTHUB, "diff", public_id], stdout=subprocess.PIPE, env=env)
+    check = subprocess.run(["git", "apply", "--check"], stdin=diff.stdout, cwd=checkout)
+    assert diff.wait() == 0
+    assert check.returncode == 0
+
+    patch = subprocess.run([AGENTHUB, "diff", public_id], capture_output=True, env=env).stdout
+    subprocess.run(["git", "apply"], input=patch, cwd=checkout, check=True)
+    assert (checkout / "app.py").read_text() == 'def greet():\n    return "hi"\n'
+    assert (checkout / "docs" / "n.md").read_text() == "notes\n"
+
+
+# --- logs -f streams over Server-Sent Events ---------------------------------------------------
+
+
+@pytest.fixture
+def asgi_server(workers: Workers, tmp_path: Path) -> Iterator[str]:
+    """daphne serving the project on the test database. Unlike live_server (WSGI, which buffers
+    a streamed response whole), it sends each Server-Sent Event as it is written."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "daphne.log").open("wb")
+    command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agenthub.asgi:application"]
+    proc = subprocess.Popen([sys.executable, *command], env=workers.env(), cwd=ROOT, stderr=log)
+
+    def listening() -> bool:
+        assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, what="daphne to listen")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def test_logs_follow_prints_each_line_as_it_happens_and_exactly_once(
+    agenthub, alice, repo, workers, asgi_server, tmp_path
+):
+    # The agent waits for a file the test puts into its workspace after seeing the first line.
+    prompt = "echo first\nuntil [ -e .go ]; do sleep 0.1; done\nrm .go\necho second"
+    public_id = submit(agenthub, alice, prompt)
+    workers.start()
+    env = cli_env(asgi_server, ApiToken.issue(alice, "follow")[1], tmp_path)
+    follow = subprocess.Popen(
+        [AGENTHUB, "logs", public_id, "-f"], stdout=subprocess.PIPE, env=env, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(follow.stdout.readline, "")))
+    reader.start()
+    try:
+        wait_for(lambda: any(x.endswith("[log] first\n") for x in lines), 60, "the first line")
+        attempt = Attempt.objects.get(job__public_id=public_id)
+        assert follow.poll() is None and attempt.status == "running"
+        (settings.AGENTHUB_DATA_DIR / "attempts" / str(attempt.pk) / "workspace" / ".go").touch()
+        assert follow.wait(timeout=60) == 0
+    finally:
+        follow.kill()  # on failure: not left waiting for events that never come
+        reader.join()
+    assert log_lines("".join(lines)) == ["first", "second"]
+    assert lines[-1].endswith("[status] succeeded\n")
+    attempt.refresh_from_db()
+    assert len(lines) == attempt.last_seq
+
+
+def test_logs_colour_warnings_errors_and_stderr_only_on_a_terminal(
+    agenthub, alice, repo, workers, monkeypatch
+):
+    prompt = "echo plain\necho oops >&2\necho '::warning::careful'\necho '::error::broken'"
+    public_id = submit(agenthub, alice, prompt)
+    workers.burst()
+
+    piped = agenthub(alice, "logs", public_id)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    coloured = agenthub(alice, "logs", public_id)
+    monkeypatch.setenv("NO_COLOR", "1")
+    no_colour = agenthub(alice, "logs", public_id)
+
+    assert "\x1b" not in piped.out
+    assert re.search(r"^\x1b\[33m\d\d:\d\d:\d\d \[warning\] careful\x1b\[0m$", coloured.out, re.M)
+    assert re.search(r"^\x1b\[31m\d\d:\d\d:\d\d \[error\] broken\x1b\[0m$", coloured.out, re.M)
+    assert re.search(r"^\x1b\[35m.* \[log:stderr\] oops\x1b\[0m$", coloured.out, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d \[log\] plain$", coloured.out, re.M)
+    assert no_colour.out == piped.out
+
+
+def test_colour_never_lets_an_agents_escape_sequences_through(
+    agenthub, alice, repo, workers, monkeypatch
+):
+    public_id = submit(agenthub, alice, r"printf '\033[2J::error::\033]0;x\007\n' >&2")
+    workers.burst()
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    done = agenthub(alice, "logs", public_id)
+    assert "[log:stderr] ^[[2J::error::^[]0;x\x1b[0m" in done.out
+    assert "\x1b[2J" not in done.out and "\a" not in done.out
+
+
+# --- list --------------------------------------------------------------------------------------
+
+
+def test_list_shows_the_teams_jobs_newest_first_in_a_table(agenthub, alice, bob, carol, repo):
+    first = submit(agenthub, alice, "true", "--title", "First")
+    second = submit(agenthub, bob, "true", "--title", "Second \x1b[31mred")
+
+    done = agenthub(alice, "list")
+    outsider = agenthub(carol, "list")
+
+    assert done.code == 0, done.err
+    header, *rows = done.out.splitlines()
+    assert header.split() == ["ID", "STATUS", "REPO", "AGENT", "BY", "AGE", "TITLE"]
+    assert [row.split()[:5] for row in rows] == [
+        [second, "queued", "demo", "shell", "bob"],
+        [first, "queued", "demo", "shell", "alice"],
+    ]
+    assert rows[0].endswith("Second ^[[31mred")
+    assert outsider.out == "" and outsider.err == "agenthub: no jobs\n"
+
+
+def test_list_filters_by_status_and_repository(agenthub, alice, repo):
+    kept = submit(agenthub, alice, "true")
+    gone = submit(agenthub, alice, "true")
+    agenthub(alice, "cancel", gone)
+
+    queued = agenthub(alice, "list", "--status", "queued", "--repo", "demo")
+    elsewhere = agenthub(alice, "list", "--repo", "nope")
+
+    assert [row.split()[0] for row in queued.out.splitlines()[1:]] == [kept]
+    assert elsewhere.out == ""
+
+
+def test_list_names_a_status_that_does_not_exist(agenthub, alice, repo):
+    done = agenthub(alice, "list", "--status", "bogus")
+    assert done.code == 1
+    assert done.err.startswith("agenthub: ") and done.err.endswith(" (field: status)\n")
+    assert "needs_review" in done.err  # the states that would be accepted
+
+
+def test_list_says_when_there_are_more_pages(agenthub, alice, repo):
+    ids = [submit(agenthub, alice, "true") for _ in range(3)]
+    done = agenthub(alice, "list", "--limit", "2")
+    assert [row.split()[0] for row in done.out.splitlines()[1:]] == ids[:0:-1]
+    assert done.err == "agenthub: page 1 of 2 (3 jobs); --page for more\n"
+
+
+# --- review --request-changes ------------------------------------------------------------------
+
+
+def test_request_changes_with_a_message_starts_a_follow_up_attempt(
+    agenthub, alice, bob, repo, workers
+):
+    public_id = submit(agenthub, alice, "echo hello > hello.txt")
+    workers.burst()
+
+    done = agenthub(bob, "review", public_id, "--request-changes", "-m", "say goodbye too")
+
+    assert done.code == 0, done.err
+    assert done.out == f"{public_id} queued (attempt 1)\n"
+    review = Review.objects.get(attempt__job__public_id=public_id)
+    assert (review.decision, review.comment, review.reviewer) == (
+        "request_changes",
+        "say goodbye too",
+        bob,
+    )
+    assert Attempt.objects.filter(job__public_id=public_id).count() == 2
+    assert "say goodbye too" in Job.objects.get(public_id=public_id).prompt
+
+
+# --- --json on every command -------------------------------------------------------------------
+
+
+def test_every_command_prints_json_with_the_same_exit_statuses(
+    agenthub, alice, bob, repo, workers, live_server
+):
+    created = json.loads(
+        agenthub(
+            alice,
+            "--json",
+            "submit",
+            "--repo",
+            "demo",
+            "--agent",
+            "shell",
+            "echo hello > hello.txt",
+        ).out
+    )
+    public_id = created["id"]
+    assert created["status"] == "queued"
+    workers.burst()
+
+    waited = agenthub(alice, "wait", public_id, "--json")
+    status = agenthub(alice, "status", public_id, "--json")
+    listed = agenthub(alice, "list", "--json")
+    logs = agenthub(alice, "logs", public_id, "--json")
+    diff = agenthub(alice, "diff", public_id, "--json")
+    review = agenthub(bob, "review", public_id, "--approve", "--json")
+    merge = agenthub(bob, "merge", public_id, "--json")
+
+    assert waited.code == 0 and waited.err == "\a"
+    assert json.loads(waited.out)["status"] == "needs_review"
+    assert json.loads(status.out)["attempts"][0]["diff_stats"]["files"] == 1
+    assert [job["id"] for job in json.loads(listed.out)["jobs"]] == [public_id]
+    events = [json.loads(line) for line in logs.out.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["kind"] == "status" and events[-1]["text"] == "succeeded"
+    patch = json.loads(diff.out)
+    assert patch["patch"] == Attempt.objects.get(job__public_id=public_id).patch
+    assert patch["diff_hash"] == Attempt.objects.get(job__public_id=public_id).diff_hash
+    assert json.loads(review.out)["decision"] == "approve"
+    assert json.loads(merge.out)["commit"] == Job.objects.get(public_id=public_id).merge_commit
+
+    other = submit(agenthub, alice, "true")
+    cancel = agenthub(alice, "cancel", other, "--json")
+    waited = agenthub(alice, "wait", other, "--json")
+    rerun = agenthub(alice, "rerun", other, "--json")
+    assert json.loads(cancel.out) == {"id": other, "status": "cancelled"}
+    assert waited.code == 2 and json.loads(waited.out)["status"] == "cancelled"
+    assert json.loads(rerun.out) == {"id": other, "status": "queued", "attempt": 2}
+
+
+def test_json_errors_are_json_too(agenthub, alice, bob, repo, live_server):
+    missing = agenthub(alice, "status", "nope", "--json")
+    refused = agenthub(alice, "submit", "--repo", "demo", "--agent", "nope", "true", "--json")
+    unreachable = agenthub(alice, "--json", "--url", "http://127.0.0.1:9", "status", "x")
+
+    assert missing.code == 1
+    assert json.loads(missing.out) == {
+        "error": "not_found",
+        "detail": "No job 'nope' in your teams.",
+        "http_status": 404,
+    }
+    assert refused.code == 1 and json.loads(refused.out)["field"] == "agent"
+    assert unreachable.code == 3
+    assert json.loads(unreachable.out)["error"] == "unreachable"
+
+
+def test_merge_conflict_in_json_lists_the_files(agenthub, alice, bob, repo, workers):
+    first = submit(agenthub, alice, "echo one > app.py")
+    second = submit(agenthub, alice, "echo two > app.py")
+    workers.burst()
+    for public_id in (first, second):
+        assert agenthub(bob, "review", public_id, "--approve").code == 0
+    assert agenthub(bob, "merge", first).code == 0
+
+    done = agenthub(bob, "merge", second, "--json")
+
+    assert done.code == 1
+    body = json.loads(done.out)
+    assert (body["http_status"], body["conflicts"]) == (409, ["app.py"])
+
+
+# --- login and the configuration file ----------------------------------------------------------
+
+
+def test_login_saves_the_url_and_token_for_later_commands(
+    agenthub, alice, repo, live_server, monkeypatch
+):
+    public_id = submit(agenthub, alice, "true")
+    key = ApiToken.issue(alice, "login")[1]
+    monkeypatch.delenv("AGENTHUB_URL")
+
+    done = agenthub(None, "login", "--url", live_server.url + "/", "--token", key)
+
+    assert done.code == 0, done.err
+    path = config_path()
+    assert done.out == f"Logged in to {live_server.url}; saved to {path}\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert json.loads(path.read_text()) == {"url": live_server.url, "token": key}
+    later = agenthub(None, "status", public_id)
+    assert later.code == 0, later.err
+    assert later.out.startswith(f"{public_id}  queued")
+
+
+def test_login_reads_the_token_from_stdin_and_prints_json(
+    agenthub, alice, live_server, monkeypatch
+):
+    key = ApiToken.issue(alice, "piped")[1]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{key}\n"))
+    done = agenthub(None, "login", "--url", live_server.url, "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out) == {"url": live_server.url, "config": str(config_path())}
+    assert json.loads(config_path().read_text())["token"] == key
+
+
+def test_login_with_a_bad_token_saves_nothing(agenthub, live_server):
+    done = agenthub(None, "login", "--url", live_server.url, "--token", "wrong")
+    assert done.code == 1
+    assert done.err.startswith("agenthub: The API token is not valid. Run `agenthub login`")
+    assert not config_path().exists()
+
+
+def test_the_environment_overrides_the_saved_login(agenthub, alice, carol, repo, live_server):
+    public_id = submit(agenthub, alice, "true")
+    save_config(live_server.url, ApiToken.issue(carol, "saved")[1])
+    assert agenthub(None, "status", public_id).code == 1  # carol's token: not found
+    done = agenthub(alice, "status", public_id)  # --token wins over the file
+    assert done.code == 0, done.err
+
+
+def test_a_saved_token_is_never_sent_to_another_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("AGENTHUB_URL", raising=False)
+    monkeypatch.delenv("AGENTHUB_TOKEN", raising=False)
+    save_config("http://hub.example:8000", "secret")
+    here = type("Args", (), {"url": None, "token": None})()
+    there = type("Args", (), {"url": "http://elsewhere.example", "token": None})()
+    assert credentials(here) == ("http://hub.example:8000", "secret")
+    assert credentials(there) == ("http://elsewhere.example", None)
+
+
+# --- messages a person can act on --------------------------------------------------------------
+
+
+def test_a_bad_token_says_so_and_how_to_fix_it(agenthub, live_server):
+    done = agenthub(None, "--token", "wrong", "status", "abc")
+    assert done.code == 1
+    assert done.err == (
+        "agenthub: The API token is not valid. Run `agenthub login` or set AGENTHUB_TOKEN"
+        " to use a valid API token.\n"
+    )
+
+
+def test_an_unknown_job_is_named(agenthub, alice, repo):
+    done = agenthub(alice, "diff", "nope")
+    assert done.code == 1
+    assert done.err == "agenthub: No job 'nope' in your teams.\n"
+
+
+def test_a_url_that_is_not_agenthub_is_named(agenthub, alice, live_server):
+    done = agenthub(alice, "--url", f"{live_server.url}/wrong", "status", "abc")
+    assert done.code == 1
+    assert done.err == (
+        f"agenthub: {live_server.url}/wrong answered HTTP 404 Not Found, not as the AgentHub API"
+        " does; check the URL (AGENTHUB_URL or `agenthub login`).\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "says"),
+    [("30", "Retry in 30 s."), (None, "Try again later."), ("soon", "Try again later.")],
+)
+def test_rate_limiting_says_when_to_retry(retry_after, says):
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    body = {"error": "rate_limited", "detail": "Too many requests."}
+    response = httpx.Response(429, headers=headers, json=body)
+    error = Client("http://hub", "key").error(response)
+    assert error.code == 1
+    assert error.message == f"rate limited by AgentHub: Too many requests. {says}"
+
+
+def test_rate_limiting_reads_an_http_date_too():
+    response = httpx.Response(
+        429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, json={"detail": "Slow."}
+    )
+    assert Client("http://hub", "key").error(response).message.endswith("Retry in 0 s.")
+
+
+def test_a_redirect_is_not_followed_but_names_the_server_it_points_at():
+    response = httpx.Response(301, headers={"Location": "https://hub/api/v1/jobs/abc"})
+    error = Client("http://hub", "key").error(response)
+    assert error.message == "http://hub redirects to https://hub; use that as the server URL."

@@ -375,6 +375,22 @@ def test_a_private_callback_url_is_refused_on_submit(alice, repo, api):
 
 
 @pytest.mark.django_db
+def test_the_submit_answer_gives_the_callback_secret_once(alice, repo, api, allow_private):
+    answer = api(alice).post(
+        "/api/v1/jobs",
+        {"repo": "demo", "agent": "shell", "prompt": "true", "callback_url": "http://127.0.0.1:9/"},
+    )
+    assert answer.status_code == 202
+    job = Job.objects.get(public_id=answer.json()["id"])
+    assert answer.json()["callback_secret"] == services.callback_secret(job)
+    assert answer.json()["callback_secret"]
+    shown = api(alice).get(f"/api/v1/jobs/{job.public_id}").json()
+    assert answer.json()["callback_secret"] not in json.dumps(shown)
+    without = api(alice).post("/api/v1/jobs", {"repo": "demo", "agent": "shell", "prompt": "true"})
+    assert without.json()["callback_secret"] is None
+
+
+@pytest.mark.django_db
 def test_callback_url_must_be_http(alice, repo):
     with pytest.raises(BadInput, match="must be an http") as refused:
         jobs.submit_job(

@@ -1,0 +1,202 @@
+"""The shapes of /api/v1/: request bodies are validated against them and responses are checked
+against them, and the OpenAPI document at /api/v1/openapi.json is generated from them.
+
+The response shapes mirror jobs/serialize.py (shared with the realtime messages);
+tests/test_openapi.py fails when the two drift apart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from ninja import Field, Schema
+from pydantic import WithJsonSchema
+
+from jobs.models import AttemptStatus, Decision, JobStatus
+from jobs.services import MAX_ATTEMPTS
+
+# Numbers and switches in bodies are strict: "3" or true is not a number, "yes" not a switch.
+# Timestamps are ISO 8601 strings, written by jobs/serialize.py exactly as the realtime messages.
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class Error(Schema):
+    error: str = Field(description="A short code: invalid, unauthorized, not_found, …")
+    detail: str = Field(description="What was wrong, in words a person can act on")
+    field: str | None = Field(None, description="The input that was wrong, for 400")
+    conflicts: list[str] | None = Field(None, description="Conflicting files, for a 409 merge")
+
+
+class SubmitIn(Schema):
+    repo: str = Field(description="The repository's name in one of your teams")
+    agent: str = Field(description="The agent's name")
+    prompt: str = Field(description="The instruction; at most AGENTHUB_MAX_PROMPT_BYTES (413)")
+    base_ref: str | None = Field(None, description="Branch, tag or commit; the default branch")
+    title: str | None = None
+    attempts: int = Field(1, ge=1, le=MAX_ATTEMPTS, strict=True)
+    priority: int = Field(0, ge=-10, le=10, strict=True)
+    callback_url: str = Field("", description="POSTed to when the job needs review or ends")
+
+
+class Accepted(Schema):
+    id: str
+    status: JobStatus
+    url: str
+    callback_secret: str | None = Field(
+        None,
+        description="Signs this job's callbacks (X-AgentHub-Signature); shown only here, "
+        "when a callback_url was given",
+    )
+
+
+class DiffStats(Schema):
+    files: int
+    added: int
+    deleted: int
+
+
+class AttemptOut(Schema):
+    number: int
+    status: AttemptStatus
+    branch: str
+    base_commit: str
+    progress: int | None
+    progress_message: str
+    exit_code: int | None
+    reason: str
+    partial: bool
+    result_commit: str | None
+    diff_hash: str | None
+    diff_stats: DiffStats
+    files: list[dict[str, Any]] = Field(description="Per file: path, status, added, deleted")
+    retry_of: int | None
+    created_at: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    last_seq: int
+    card: dict[str, Any] = Field(description="The reproducibility card")
+
+
+class ReviewOut(Schema):
+    attempt: int
+    reviewer: str
+    decision: Decision
+    comment: str
+    diff_hash: str
+    created_at: Timestamp | None
+
+
+class JobSummary(Schema):
+    id: str
+    url: str
+    status: JobStatus
+    title: str
+    team: str
+    repo: str
+    agent: str
+    submitter: str
+    base_ref: str
+    base_commit: str
+    priority: int
+    progress: int | None
+    progress_message: str
+    merge_commit: str | None
+    conflicts: list[str]
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class JobOut(JobSummary):
+    prompt: str
+    attempts: list[AttemptOut]
+    reviews: list[ReviewOut]
+
+
+class WaitOut(JobOut):
+    timed_out: bool = Field(description="True when the timeout passed before the job settled")
+
+
+class JobPage(Schema):
+    jobs: list[JobSummary]
+    page: int
+    pages: int
+    count: int
+
+
+class EventOut(Schema):
+    seq: int
+    ts: Timestamp
+    kind: str = Field(description="log, progress, notice, warning, error, group, endgroup, …")
+    stream: str
+    text: str
+    data: dict[str, Any] | None = Field(None, description="Only present when not empty")
+
+
+class EventsOut(Schema):
+    attempt: int
+    status: AttemptStatus
+    last_seq: int
+    events: list[EventOut]
+
+
+class ReviewIn(Schema):
+    decision: Decision
+    comment: str = ""
+    attempt: int | None = Field(
+        None, strict=True, description="The attempt reviewed; the latest by default"
+    )
+
+
+class ReviewCreated(Schema):
+    job: str
+    status: JobStatus
+    decision: Decision
+    attempt: int
+    diff_hash: str
+
+
+class MergeIn(Schema):
+    attempt: int | None = Field(None, strict=True, description="The attempt to merge")
+
+
+class Merged(Schema):
+    commit: str
+    status: JobStatus
+
+
+class Cancelled(Schema):
+    id: str
+    status: JobStatus
+
+
+class RerunIn(Schema):
+    pin_image: bool = Field(
+        False, strict=True, description="Run in the image the latest attempt used"
+    )
+
+
+class Rerun(Schema):
+    id: str
+    status: JobStatus
+    attempt: int
+
+
+class TokenIn(Schema):
+    name: str = Field(min_length=1, max_length=100)
+    expires_in_days: int | None = Field(None, ge=1, le=3650, strict=True)
+    expires_at: datetime | None = Field(None, description="Instead of expires_in_days")
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it")
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    expires_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class TokenCreated(TokenOut):
+    key: str = Field(description="The secret; shown only in this response")
