@@ -96,6 +96,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "agenthub.middleware.ContentSecurityPolicyMiddleware",
+    "agenthub.middleware.JsonMethodNotAllowedMiddleware",
 ]
 
 ROOT_URLCONF = "agenthub.urls"

@@ -162,3 +162,12 @@ def test_a_member_cannot_cancel_someone_elses_job(api, alice, repo, team):
     dave = _member("dave", team, "member")
     public_id = submit(api(alice)).json()["id"]
     assert api(dave).post(f"/api/v1/jobs/{public_id}/cancel").status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_wrong_method_is_a_json_405_naming_the_allowed_ones(api, alice):
+    client = api(alice)
+    response = client.client.put("/api/v1/jobs", **client.headers)
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert "POST" in response.json()["detail"] and "POST" in response["Allow"]
