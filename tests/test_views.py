@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from jobs import services
 from jobs.models import Job
@@ -31,6 +32,14 @@ def test_every_page_has_a_strict_content_security_policy(client, alice, repo):
     policy = client.get("/")["Content-Security-Policy"]
     assert "script-src 'self'" in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
+def test_the_policy_is_set_in_an_async_chain_too(async_client):
+    """Under daphne the middlewares run async; the policy and the API's JSON 405 hold there."""
+    response = async_to_sync(async_client.get)("/accounts/login/")
+    assert "script-src 'self'" in response["Content-Security-Policy"]
+    response = async_to_sync(async_client.put)("/api/v1/jobs")
+    assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
 
 
 def test_dashboard_hides_other_teams_jobs(client, alice, carol, repo):
