@@ -9,6 +9,7 @@ import subprocess
 from datetime import UTC
 from typing import Any
 
+import pathspec
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -114,6 +115,10 @@ class Agent(models.Model):
     required_approvals = models.PositiveIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
     )
+    # Review policy, silent merge: gitignore-style patterns, one per line ("docs/**", "*.md",
+    # "!docs/api.md"). A result whose every changed path (and every renamed file's old path)
+    # matches merges without review; empty: every result is reviewed.
+    silent_merge = models.TextField(blank=True)
     retry_allowed = models.BooleanField(default=True, help_text="Retry once when a worker dies.")
     # Report-only agents (pytest, security-scan) never change code: their result is the log.
     report_only = models.BooleanField(default=False)
@@ -132,6 +137,18 @@ class Agent(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def silent_merge_patterns(self) -> list[str]:
+        return [line.strip() for line in self.silent_merge.splitlines() if line.strip()]
+
+    def merges_silently(self, paths: list[str]) -> bool:
+        """Whether the review policy lets a result touching exactly these paths merge unreviewed."""
+        patterns = self.silent_merge_patterns
+        if not patterns or not paths:
+            return False
+        spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+        return all(spec.match_file(path) for path in paths)
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if not isinstance(self.secrets, dict) or not all(
@@ -147,6 +164,8 @@ class Agent(models.Model):
             )
         if problem := command_problem(self.command):
             errors["command"] = problem
+        if problem := silent_merge_problem(self.silent_merge):
+            errors["silent_merge"] = problem
         if errors:
             raise ValidationError(errors)
 
@@ -164,6 +183,24 @@ AGENT_VARIABLES = frozenset(
     {"AGENTHUB_JOB_ID", "AGENTHUB_ATTEMPT", "AGENTHUB_PROMPT", "AGENTHUB_PROMPT_FILE"}
 )
 _AGENTHUB_VARIABLE = re.compile(r"\$\{?(AGENTHUB_[A-Za-z0-9_]*)")
+
+
+def silent_merge_problem(text: str) -> str:
+    """Why a silent-merge policy is not a list of patterns, or "" when it is one."""
+    for number, line in enumerate(text.splitlines(), 1):
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        if "\0" in pattern or pattern.lstrip("!/") in ("", "*", "**", "**/*", "**/**"):
+            return (
+                f"Line {number}: {pattern!r} would match every path, so nothing would be "
+                "reviewed; name what may merge unreviewed, e.g. docs/** or *.md."
+            )
+        try:
+            pathspec.GitIgnoreSpec.from_lines([pattern])
+        except ValueError as exc:
+            return f"Line {number}: {pattern!r} is not a path pattern ({exc})."
+    return ""
 
 
 def command_problem(command: str) -> str:

@@ -516,6 +516,8 @@ def _refresh_job(job: Job) -> None:
     status = derive_status(job, attempts)
     if status == job.status:
         return
+    if status == JobStatus.NEEDS_REVIEW and _merge_silently(job):
+        return
     before, job.status, job.updated_at = job.status, status, timezone.now()
     if status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         job.finished_at = job.finished_at or job.updated_at
@@ -825,45 +827,12 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
             raise Conflict(
                 f"Attempt {target.number} has {have} of {need} approvals for its current diff."
             )
-        store = Path(job.repository.store_path)
-        message = f"Merge AgentHub job {job.public_id}: {job.title}\n\nApproved-by: " + ", ".join(
-            sorted(
-                {
-                    r.reviewer.get_username()
-                    for r in target.reviews.filter(decision=Decision.APPROVE)
-                }
-            )
+        approvers = sorted(
+            {r.reviewer.get_username() for r in target.reviews.filter(decision=Decision.APPROVE)}
         )
-        result = workspace.merge(store, job.target_branch, target.result_commit, message)
-        before = job.status
-        if result.conflicts:
-            job.status, job.conflicts = JobStatus.CONFLICT, result.conflicts
-            job.save(update_fields=["status", "conflicts"])
-            audit(
-                user,
-                "job.merge_conflict",
-                job=job,
-                before=before,
-                after=job.status,
-                conflicts=result.conflicts,
-            )
-            _announce(job, before)
-        else:
-            job.status, job.merge_commit, job.conflicts = JobStatus.MERGED, result.commit or "", []
-            job.updated_at = timezone.now()
-            job.save(update_fields=["status", "merge_commit", "conflicts", "updated_at"])
-            audit(
-                user,
-                "job.merge",
-                job=job,
-                before=before,
-                after=job.status,
-                commit=result.commit,
-                branch=job.target_branch,
-                fast_forward=result.fast_forward,
-                attempt=target.number,
-            )
-            _announce(job, before)
+        result = _merge_result(
+            user, job, target, "Approved-by: " + ", ".join(approvers), attempt=target.number
+        )
     if result.conflicts:
         raise Conflict(
             f"Merging into {job.target_branch} conflicts in {len(result.conflicts)} file(s).",
@@ -871,6 +840,82 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
         )
     _push(user, job)
     return job.merge_commit
+
+
+def _merge_result(
+    actor: Any, job: Job, target: Attempt, trailer: str, **data: Any
+) -> workspace.MergeResult:
+    """Merge the attempt's result into the job's branch in the store, inside the caller's
+    transaction holding the job's row: MERGED with the commit, or CONFLICT with the files."""
+    message = f"Merge AgentHub job {job.public_id}: {job.title}\n\n{trailer}"
+    result = workspace.merge(
+        Path(job.repository.store_path), job.target_branch, target.result_commit, message
+    )
+    before = job.status
+    if result.conflicts:
+        job.status, job.conflicts = JobStatus.CONFLICT, result.conflicts
+        job.save(update_fields=["status", "conflicts"])
+        audit(
+            actor,
+            "job.merge_conflict",
+            job=job,
+            before=before,
+            after=job.status,
+            conflicts=result.conflicts,
+            **data,
+        )
+    else:
+        job.status, job.merge_commit, job.conflicts = JobStatus.MERGED, result.commit or "", []
+        job.updated_at = timezone.now()
+        job.save(update_fields=["status", "merge_commit", "conflicts", "updated_at"])
+        audit(
+            actor,
+            "job.merge",
+            job=job,
+            before=before,
+            after=job.status,
+            commit=result.commit,
+            branch=job.target_branch,
+            fast_forward=result.fast_forward,
+            **data,
+        )
+    _announce(job, before)
+    return result
+
+
+def _merge_silently(job: Job) -> bool:
+    """Merge a job's fresh result without review when its agent's policy covers every path it
+    touched; the audit trail says so and names the patterns. Called under the job's row lock as
+    it settles; False leaves it to the reviewers.
+
+    Only a job with one requested attempt: choosing between several results is a reviewer's call.
+    """
+    agent = job.agent
+    if not agent.silent_merge_patterns or job.attempts_requested != 1:
+        return False
+    target = result_attempt(job)
+    paths = [p for f in target.files for p in (f["path"], f.get("old_path")) if p]
+    if target.partial or not agent.merges_silently(paths):
+        return False
+    store = Path(job.repository.store_path)
+    if workspace.escaping_paths(store, target.result_commit):
+        return False  # merge_job refuses these; a reviewer sees why
+    job.finished_at = job.finished_at or timezone.now()
+    job.save(update_fields=["finished_at"])
+    result = _merge_result(
+        "system",
+        job,
+        target,
+        f"Merged without review: every changed path matches agent {agent.name}'s silent-merge "
+        "policy.",
+        attempt=target.number,
+        silent=True,
+        policy=agent.silent_merge_patterns,
+        paths=paths,
+    )
+    if not result.conflicts:
+        transaction.on_commit(lambda: _push("system", job))
+    return True
 
 
 def _refuse_escaping_paths(user: Any, job: Job, number: int | None) -> None:

@@ -202,6 +202,7 @@ AGENT_FIELDS = [
     "max_processes",
     "network",
     "required_approvals",
+    "silent_merge",
     "retry_allowed",
     "report_only",
     "secrets",
@@ -226,6 +227,7 @@ class AgentForm(forms.ModelForm):
             "memory_mb": "Memory (MB)",
             "network": "Network egress",
             "required_approvals": "Required approvals (review policy)",
+            "silent_merge": "Merge without review when only these paths change",
         }
         help_texts = {
             "command": "A bash script run in the workspace. The instruction is in "
@@ -233,8 +235,14 @@ class AgentForm(forms.ModelForm):
             "image": "Docker image for the docker backend; empty: the server's sandbox image.",
             "required_approvals": "How many reviewers must approve a result before it merges.",
             "report_only": "The agent never changes code; its log is the result.",
+            "silent_merge": "One gitignore-style pattern per line, e.g. docs/** or *.md "
+            "(!pattern excludes). A result whose every changed path matches merges at once, "
+            "unreviewed, and the audit trail says so. Empty: every result is reviewed.",
         }
-        widgets = {"command": forms.Textarea(attrs={"rows": 6, "spellcheck": "false"})}
+        widgets = {
+            "command": forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+            "silent_merge": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        }
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

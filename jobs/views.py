@@ -184,6 +184,10 @@ def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
         "why_not_review": _why_not_review(request.user, job, member, attempt),
         "can_merge": member is not None and member.can_review and job.status == JobStatus.APPROVED,
         "can_rerun": job.status not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED),
+        # The audit entry of a merge the agent's review policy made without review.
+        "silent_merge": job.audit.filter(action="job.merge", data__silent=True).first()
+        if job.status == JobStatus.MERGED
+        else None,
         "form": ReviewForm(initial={"attempt": attempt.number if attempt else None}),
     }
 

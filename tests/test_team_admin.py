@@ -400,6 +400,24 @@ def test_admin_edits_an_agent_and_keeps_its_secrets(admin, dana, team):
     }
 
 
+def test_admin_sets_a_silent_merge_policy(admin, dana, team):
+    agent = shell_agent(team, name="fixer", description="Fixes things")
+    mark = audit_mark()
+    response = admin.post(
+        "/teams/demo/agents/fixer/",
+        agent_form(command=agent.command, silent_merge="docs/**\r\n*.md\r\n"),
+        follow=True,
+    )
+    assert "Saved agent fixer." in page(response)
+    agent.refresh_from_db()
+    assert agent.silent_merge_patterns == ["docs/**", "*.md"]
+    entry = one_entry_since(mark)
+    assert (entry.actor, entry.action) == (dana, "agent.update")
+    assert list(entry.data["changes"]) == ["silent_merge"]
+    # The team page says which paths skip review.
+    assert "none for <code>docs/**</code>, <code>*.md</code>" in page(admin.get("/teams/demo/"))
+
+
 def test_replacing_an_agents_secrets_audits_their_names_only(admin, team):
     shell_agent(team, name="fixer", secrets={"OLD_KEY": "old-value"})
     mark = audit_mark()
@@ -446,6 +464,7 @@ INVALID_AGENTS = [
     ("secrets", "{nope", "Not valid JSON"),
     ("secrets", '{"NOT A NAME": "x"}', "Not an environment variable name"),
     ("name", "shell agent", "Use 1-64 lowercase letters"),
+    ("silent_merge", "docs/**\n**", "Line 2: '**' would match every path"),
 ]
 LABELS = {
     "timeout_seconds": "Timeout (seconds)",
@@ -453,6 +472,7 @@ LABELS = {
     "command": "Command",
     "secrets": "Secrets",
     "name": "Name",
+    "silent_merge": "Merge without review when only these paths change",
 }
 
 
