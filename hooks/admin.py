@@ -83,8 +83,8 @@ class WebhookAdmin(StaffOnly, admin.ModelAdmin):
         return self.has_view_permission(request)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Nothing is edited in the form (a new URL would be a new hook); the actions switch
-        # hooks off and on.
+        # Nothing is edited here: a team's hook is edited, and its secret rotated, on the team's
+        # page (hooks.views), through the guard; the actions switch hooks off and on.
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

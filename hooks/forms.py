@@ -22,3 +22,11 @@ class WebhookForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every one.",
     )
+
+
+class WebhookEditForm(WebhookForm):
+    """A team's hook as it is, to change (services.update_hook checks a new URL likewise)."""
+
+    active = forms.BooleanField(
+        required=False, help_text="An inactive webhook is sent nothing, not even retries."
+    )

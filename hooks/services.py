@@ -5,6 +5,10 @@ Delivery per interested hook: the team's hooks and the job's own callback. Each 
 by the RQ task hooks.tasks.deliver, retried with exponential backoff; every try is logged on the
 row. The body is JSON; `X-AgentHub-Signature: sha256=<hex>` is the HMAC-SHA256 of the exact body
 with the hook's own secret, and `X-AgentHub-Delivery` the delivery's id (the same on every try).
+
+Each try reads its hook as it is at send time: after a team admin edits the URL or rotates the
+secret, every try from then on (retries of deliveries made before the change included) goes to
+the new URL, signed with the new secret. A delivery keeps only its body, never a secret.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from django.utils import timezone
 
 from hooks import guard, transport
 from hooks.guard import Refused
-from hooks.models import EVENT_STATUSES, Delivery, DeliveryStatus, Webhook
+from hooks.models import EVENT_STATUSES, Delivery, DeliveryStatus, Webhook, new_secret
 from jobs.errors import BadInput, Conflict
 from jobs.models import Job, Team
 from jobs.serialize import job_summary
@@ -62,6 +66,16 @@ def signature(secret: str, body: bytes) -> str:
 
 def create_hook(actor: Any, team: Team, url: str, events: list[str] | None = None) -> Webhook:
     """A team's hook; raises Refused for a URL it may not call, BadInput for unknown events."""
+    events = checked_events(events)
+    url = check_url(url)
+    with transaction.atomic():
+        hook = Webhook.objects.create(team=team, url=url, events=events, created_by=actor)
+        audit_change(actor, "create", hook, changes={"url": (None, url), "events": (None, events)})
+    return hook
+
+
+def checked_events(events: list[str] | None) -> list[str]:
+    """The statuses sorted, without repeats; raises BadInput naming unknown ones."""
     events = sorted(set(events or []))
     unknown = set(events) - set(EVENT_STATUSES)
     if unknown:
@@ -70,10 +84,42 @@ def create_hook(actor: Any, team: Team, url: str, events: list[str] | None = Non
             f"{', '.join(EVENT_STATUSES)}, or none for every one.",
             field="events",
         )
-    url = check_url(url)
+    return events
+
+
+def update_hook(actor: Any, hook: Webhook, *, url: str, events: list[str], active: bool) -> bool:
+    """Change a hook's URL, statuses and whether it is active, in one audit entry with the old
+    and new values. A new URL passes check_url as at creation (raises Refused). Whether anything
+    changed: a form that changes nothing writes no entry."""
+    events = checked_events(events)
+    url = url.strip()
+    if url != hook.url:
+        url = check_url(url)
     with transaction.atomic():
-        hook = Webhook.objects.create(team=team, url=url, events=events, created_by=actor)
-        audit_change(actor, "create", hook, changes={"url": (None, url), "events": (None, events)})
+        hook = Webhook.objects.select_for_update().get(pk=hook.pk)
+        new = {"url": url, "events": events, "active": active}
+        changes = {
+            name: (getattr(hook, name), value)
+            for name, value in new.items()
+            if getattr(hook, name) != value
+        }
+        if not changes:
+            return False
+        for name, (_, value) in changes.items():
+            setattr(hook, name, value)
+        hook.save(update_fields=sorted(changes))
+        audit_change(actor, "update", hook, changes=changes)
+    return True
+
+
+def rotate_secret(actor: Any, hook: Webhook) -> Webhook:
+    """A new secret for the hook, signing every try from now on (see the module's docstring).
+    The audit entry says that it was rotated, never either secret."""
+    with transaction.atomic():
+        hook = Webhook.objects.select_for_update().get(pk=hook.pk)
+        hook.secret = new_secret()
+        hook.save(update_fields=["secret"])
+        audit_change(actor, "rotate_secret", hook)
     return hook
 
 

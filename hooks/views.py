@@ -1,6 +1,6 @@
-"""The "Webhooks" section of the team's management page (jobs.teams): team admins add, switch
-off and on, and delete the team's hooks, and redeliver a delivery. Each change is audited by
-hooks.services."""
+"""The "Webhooks" section of the team's management page (jobs.teams): team admins add, edit,
+switch off and on, and delete the team's hooks, rotate a hook's secret, and redeliver a delivery.
+Each change is audited by hooks.services."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_POST
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_http_methods, require_POST
 
 from hooks import services
-from hooks.forms import WebhookForm
+from hooks.forms import WebhookEditForm, WebhookForm
 from hooks.models import Delivery, Webhook
 from jobs.errors import ServiceError
 from jobs.models import Team
@@ -32,6 +32,40 @@ def hook_add(request: HttpRequest, team: Team) -> HttpResponse:
             messages.success(request, f"Added a webhook to {hook.url}; its secret is below it.")
             return _back(team, f"hook-{hook.pk}")
     return _manage_page(request, team, hook_form=form)
+
+
+@team_admin_view
+@require_http_methods(["GET", "POST"])
+def hook_edit(request: HttpRequest, team: Team, pk: int) -> HttpResponse:
+    hook = get_object_or_404(Webhook, team=team, job=None, pk=pk)
+    initial = {"url": hook.url, "events": hook.events, "active": hook.active}
+    form = WebhookEditForm(request.POST if request.method == "POST" else None, initial=initial)
+    if form.is_valid():
+        try:
+            changed = services.update_hook(request.user, hook, **form.cleaned_data)
+        except services.Refused as exc:
+            form.add_error("url", str(exc))
+        else:
+            url = form.cleaned_data["url"].strip()
+            messages.success(
+                request, f"Saved the webhook to {url}." if changed else "Nothing changed."
+            )
+            return _back(team, f"hook-{hook.pk}")
+    return render(request, "hooks/hook_form.html", {"team": team, "hook": hook, "form": form})
+
+
+@team_admin_view
+@require_POST
+def hook_rotate_secret(request: HttpRequest, team: Team, pk: int) -> HttpResponse:
+    hook = services.rotate_secret(
+        request.user, get_object_or_404(Webhook, team=team, job=None, pk=pk)
+    )
+    messages.success(
+        request,
+        f"The webhook to {hook.url} has a new secret, under Secret below; every try from now "
+        "on is signed with it, the old one no longer verifies.",
+    )
+    return _back(team, f"hook-{hook.pk}")
 
 
 @team_admin_view

@@ -24,6 +24,12 @@ urlpatterns: list[URLPattern] = [
     path(T + "agents/<str:name>/", teams.agent_edit, name="team-agent"),
     path(T + "agents/<str:name>/delete", teams.agent_delete, name="team-agent-delete"),
     path(T + "webhooks/add", hooks.hook_add, name="team-hook-add"),
+    path(T + "webhooks/<int:pk>/", hooks.hook_edit, name="team-hook"),
+    path(
+        T + "webhooks/<int:pk>/rotate-secret",
+        hooks.hook_rotate_secret,
+        name="team-hook-rotate-secret",
+    ),
     path(T + "webhooks/<int:pk>/active", hooks.hook_active, name="team-hook-active"),
     path(T + "webhooks/<int:pk>/delete", hooks.hook_delete, name="team-hook-delete"),
     path(

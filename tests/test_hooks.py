@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import ssl
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import urllib3
 from django.contrib.auth.models import User
+from django.test import Client
 
 from hooks import guard, services, transport
 from hooks.models import EVENT_STATUSES, Delivery, DeliveryStatus, Webhook
@@ -687,3 +689,195 @@ def test_staff_switch_hooks_off_and_on_and_delete_them_with_their_log_in_the_adm
         ("webhook.update", "sam"),
         ("webhook.delete", "sam"),
     ]
+
+
+# --- editing a hook and rotating its secret on the team's page -----------------------------------
+
+
+def hook_entries(since: int) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(pk__gt=since, action__startswith="webhook."))
+
+
+def shows_no_secret(entry: AuditEntry, *secrets: str) -> bool:
+    written = json.dumps([entry.target, entry.before, entry.after, entry.data])
+    return not any(secret in written for secret in secrets)
+
+
+def input_tag(page: str, name: str, value: str | None = None) -> str:
+    """The <input> of the field (and choice), to look at its attributes."""
+    pattern = rf'<input [^>]*name="{name}"' + (rf' value="{value}"' if value else "") + "[^>]*>"
+    match = re.search(pattern, page)
+    assert match, f"no input {name}={value} in the page"
+    return match.group(0)
+
+
+@pytest.mark.slow
+def test_team_admin_edits_the_url_and_the_next_delivery_goes_to_the_new_one(
+    client, dana, alice, repo, workers, receiver, allow_private
+):
+    old_receiver, new_receiver = receiver(), receiver()
+    hook = services.create_hook(dana, repo.team, old_receiver.url, ["failed"])
+    path = f"/teams/{repo.team.name}/webhooks/{hook.pk}/"
+    client.force_login(dana)
+    form = client.get(path).content.decode()
+    assert f'value="{old_receiver.url}"' in input_tag(form, "url")
+    assert "checked" in input_tag(form, "events", "failed")
+    assert "checked" not in input_tag(form, "events", "cancelled")
+    assert "checked" in input_tag(form, "active")
+
+    mark = audit_mark()
+    response = client.post(path, {"url": new_receiver.url, "events": ["cancelled"], "active": "on"})
+    assert response.status_code == 302
+    assert response["Location"] == f"/teams/{repo.team.name}/#hook-{hook.pk}"
+    hook.refresh_from_db()
+    assert (hook.url, hook.events, hook.active) == (new_receiver.url, ["cancelled"], True)
+    (entry,) = hook_entries(mark)
+    assert (entry.action, entry.actor, entry.team) == ("webhook.update", dana, repo.team)
+    assert entry.data["changes"] == {
+        "url": [old_receiver.url, new_receiver.url],
+        "events": [["failed"], ["cancelled"]],
+    }
+    assert shows_no_secret(entry, hook.secret)
+
+    job = cancelled_job(alice)
+    workers.burst(**ALLOW)
+    delivery = Delivery.objects.get(hook=hook)
+    assert (delivery.job, delivery.status, delivery.status_codes) == (job, "delivered", [204])
+    assert old_receiver.calls == []
+    ((headers, body),) = new_receiver.calls
+    assert headers["X-AgentHub-Delivery"] == str(delivery.pk)
+    assert verified(hook.secret, headers, body)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "URL: 169.254.169.254 is a link-local address",
+        ),
+        ("http://localhost:8000/hook", r"URL: localhost resolves to \S+, a loopback address"),
+        ("ftp://example.com/hook", "URL: Give an http:// or https:// URL"),
+        ("not a url", "URL: Enter a valid URL."),
+    ],
+)
+@pytest.mark.django_db
+def test_an_edit_to_a_private_address_is_refused_naming_the_field(client, dana, team, url, message):
+    # A public address (an IP, so no DNS is needed); the guard is on.
+    hook = services.create_hook(dana, team, "https://93.184.215.14/hook", ["merged"])
+    client.force_login(dana)
+    mark = audit_mark()
+    response = client.post(
+        f"/teams/{team.name}/webhooks/{hook.pk}/", {"url": url, "events": ["failed"]}
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert re.search(message, page), page[page.find('class="error"') - 200 :][:800]
+    # The form keeps what was typed, to correct it.
+    assert "checked" in input_tag(page, "events", "failed")
+    unchanged = Webhook.objects.get(pk=hook.pk)
+    assert (unchanged.url, unchanged.events, unchanged.active) == (hook.url, ["merged"], True)
+    assert hook_entries(mark) == []
+
+
+@pytest.mark.django_db
+def test_staff_edit_a_hook_and_a_form_that_changes_nothing_writes_no_entry(
+    client, staff, alice, team, allow_private
+):
+    hook = services.create_hook(alice, team, "http://127.0.0.1:9/hook")
+    path = f"/teams/{team.name}/webhooks/{hook.pk}/"
+    client.force_login(staff)
+    mark = audit_mark()
+    # "active" left out: the box unticked, the hook switched off.
+    assert client.post(path, {"url": " http://127.0.0.1:9/hook "}).status_code == 302
+    assert client.post(path, {"url": "http://127.0.0.1:9/hook"}).status_code == 302
+    assert not Webhook.objects.get(pk=hook.pk).active
+    (entry,) = hook_entries(mark)
+    assert (entry.action, entry.actor_name) == ("webhook.update", "sam")
+    assert entry.data["changes"] == {"active": [True, False]}
+    page = client.get(f"/teams/{team.name}/").content.decode()
+    assert f'href="{path}"' in page
+
+
+@pytest.mark.django_db
+def test_rotating_the_secret_signs_every_later_try_with_the_new_secret_only(
+    client, dana, alice, repo, receiver, settled, allow_private
+):
+    hook_receiver = receiver(500)
+    hook = services.create_hook(dana, repo.team, hook_receiver.url)
+    old = hook.secret
+    settled(alice)
+    queued = Delivery.objects.get(hook=hook)
+    with pytest.raises(services.DeliveryFailed):  # 500: its retry follows after the rotation
+        services.attempt(str(queued.pk), retries_left=1)
+
+    client.force_login(dana)
+    mark = audit_mark()
+    response = client.post(f"/teams/{repo.team.name}/webhooks/{hook.pk}/rotate-secret")
+    assert response.status_code == 302
+    assert response["Location"] == f"/teams/{repo.team.name}/#hook-{hook.pk}"
+    hook.refresh_from_db()
+    assert hook.secret != old and len(hook.secret) == 64
+    page = client.get(f"/teams/{repo.team.name}/").content.decode()
+    assert hook.secret in page and old not in page
+    assert "has a new secret" in page
+
+    # Each try signs with the hook's secret at send time: the retry of the delivery made before
+    # the rotation, like the next delivery, verifies with the new secret, not the old.
+    services.attempt(str(queued.pk))
+    settled(alice)
+    following = Delivery.objects.filter(hook=hook).exclude(pk=queued.pk).get()
+    services.attempt(str(following.pk))
+    before, *after = hook_receiver.calls
+    assert verified(old, *before) and not verified(hook.secret, *before)
+    assert [h["X-AgentHub-Delivery"] for h, _ in after] == [str(queued.pk), str(following.pk)]
+    for headers, body in after:
+        assert verified(hook.secret, headers, body) and not verified(old, headers, body)
+
+    (entry,) = hook_entries(mark)
+    assert (entry.action, entry.actor, entry.team) == ("webhook.rotate_secret", dana, repo.team)
+    assert shows_no_secret(entry, old, hook.secret)
+
+
+@pytest.mark.django_db
+def test_members_and_reviewers_get_403_and_other_teams_admins_404_on_edit_and_rotate(
+    client, alice, bob, team, other_team, allow_private
+):
+    hook = services.create_hook(alice, team, "http://127.0.0.1:9/hook")
+    olga = _member("olga", other_team, Role.ADMIN)
+    edit = f"/teams/{team.name}/webhooks/{hook.pk}/"
+    rotate = f"/teams/{team.name}/webhooks/{hook.pk}/rotate-secret"
+    mark = audit_mark()
+    for user, status in ((alice, 403), (bob, 403), (olga, 404)):
+        client.force_login(user)
+        assert client.get(edit).status_code == status, user
+        for path in (edit, rotate):
+            response = client.post(path, {"url": "http://127.0.0.1:9/x", "active": "on"})
+            assert response.status_code == status, (user, path)
+    # Nor through the team they do administer.
+    client.force_login(olga)
+    assert client.get(f"/teams/{other_team.name}/webhooks/{hook.pk}/").status_code == 404
+    assert (
+        client.post(f"/teams/{other_team.name}/webhooks/{hook.pk}/rotate-secret").status_code == 404
+    )
+    unchanged = Webhook.objects.get(pk=hook.pk)
+    assert (unchanged.url, unchanged.secret) == (hook.url, hook.secret)
+    assert hook_entries(mark) == []
+
+
+@pytest.mark.django_db
+def test_rotate_is_post_only_and_both_forms_need_the_csrf_token(dana, team, allow_private):
+    hook = services.create_hook(dana, team, "http://127.0.0.1:9/hook")
+    edit = f"/teams/{team.name}/webhooks/{hook.pk}/"
+    rotate = f"/teams/{team.name}/webhooks/{hook.pk}/rotate-secret"
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(dana)
+    assert browser.get(rotate).status_code == 405
+    assert browser.post(rotate).status_code == 403
+    assert browser.post(edit, {"url": "http://127.0.0.1:9/x", "active": "on"}).status_code == 403
+    page = browser.get(f"/teams/{team.name}/").content.decode()
+    form = page[page.index(f'action="{rotate}"') :].split("</form>")[0]
+    token = input_tag(form, "csrfmiddlewaretoken").split('value="')[1].split('"')[0]
+    assert browser.post(rotate, {"csrfmiddlewaretoken": token}).status_code == 302
+    assert Webhook.objects.get(pk=hook.pk).secret != hook.secret
+    assert Webhook.objects.get(pk=hook.pk).url == hook.url

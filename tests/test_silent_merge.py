@@ -62,9 +62,10 @@ def test_a_policy_matching_everything_is_refused_naming_the_field(pattern):
     with pytest.raises(ValidationError) as refused:
         agent.full_clean(exclude=["team"])
     assert list(refused.value.message_dict) == ["silent_merge"]
-    assert f"Line 2: {pattern!r} would match every path" in refused.value.message_dict[
-        "silent_merge"
-    ][0]
+    assert (
+        f"Line 2: {pattern!r} would match every path"
+        in refused.value.message_dict["silent_merge"][0]
+    )
 
 
 @pytest.mark.django_db
@@ -128,8 +129,8 @@ def test_a_docs_only_result_merges_unreviewed_and_the_audit_trail_says_so(
     assert merged.data["policy"] == ["docs/**", "*.md", "!docs/security.md"]
     assert sorted(merged.data["paths"]) == ["README.md", "docs/guide.txt"]
     # It went straight from running to merged: reviewers were never asked.
-    statuses = AuditEntry.objects.filter(job=job, action="job.status").values_list("after", flat=True)
-    assert JobStatus.NEEDS_REVIEW not in statuses
+    statuses = AuditEntry.objects.filter(job=job, action="job.status").values_list("after")
+    assert (JobStatus.NEEDS_REVIEW,) not in statuses
     assert AuditEntry.objects.filter(job=job, action="job.push").count() == 1
     # main had not moved since the base: a fast-forward to the agent's own commit.
     assert merged.data["fast_forward"] is True
