@@ -46,6 +46,9 @@ AGENTHUB_TEAM_CONCURRENCY = env_int("AGENTHUB_TEAM_CONCURRENCY", 2, minimum=1)
 
 # API rate limit per token (or signed-in user): "<requests>/<seconds>"; "0/60" turns it off.
 AGENTHUB_API_RATE_LIMIT = env_str("AGENTHUB_API_RATE_LIMIT", "600/60")
+# Seconds between keep-alive comments on an open event stream; each also re-reads the database
+# and checks the stream's credentials still hold (a revoked token or a signed-out session ends it).
+AGENTHUB_SSE_KEEPALIVE = env_int("AGENTHUB_SSE_KEEPALIVE", 15, minimum=1, maximum=300)
 # Webhooks may reach loopback and private addresses (SSRF guard off): for development and tests.
 AGENTHUB_WEBHOOK_ALLOW_PRIVATE = env_bool("AGENTHUB_WEBHOOK_ALLOW_PRIVATE", False)
 

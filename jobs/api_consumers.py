@@ -21,6 +21,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
 
 from jobs import access, ratelimit, tokens
 from jobs.api import SETTLED, WAIT_MAX_SECONDS, attempt_of, error_response, sse
@@ -32,9 +33,6 @@ from jobs.serialize import job_detail
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 CALL = re.compile(r"^/api/v1/jobs/(?P<public_id>[^/]+)/(?P<call>events|wait)$")
 BATCH = 500
-# A comment line this often keeps proxies from closing a quiet stream; each one also re-reads the
-# database, in case a message of the channel layer (best effort) was lost.
-KEEPALIVE_SECONDS = 15.0
 
 
 def route(django_app: ASGIApp) -> ASGIApp:
@@ -139,7 +137,10 @@ class EventStreamConsumer(JobCallConsumer):
         # Joined before the backlog is read: what is written meanwhile also arrives as a message,
         # and is not sent twice because everything up to self.last is skipped.
         await self.listen(job)
-        self.remind(KEEPALIVE_SECONDS, "stream.tick", repeat=True)
+        # A comment line this often keeps proxies from closing a quiet stream; each one also
+        # checks the credentials again and re-reads the database, in case a message of the
+        # channel layer (best effort) was lost.
+        self.remind(settings.AGENTHUB_SSE_KEEPALIVE, "stream.tick", repeat=True)
         await self.send_headers(
             headers=[
                 (b"Content-Type", b"text/event-stream"),
@@ -162,6 +163,15 @@ class EventStreamConsumer(JobCallConsumer):
             await self.catch_up()  # a message was lost or overtaken: the database has it all
 
     async def stream_tick(self, message: dict[str, Any]) -> None:
+        headers = {k.decode("latin1"): v.decode("latin1") for k, v in self.scope["headers"]}
+        try:
+            await _still_allowed(self.scope, headers)
+        except ServiceError as exc:
+            # The token was revoked or expired, the session signed out, or the user left the
+            # team: say why and end the stream; a reconnect gets the matching 401 or 404.
+            detail = json.loads(error_response(exc).content)
+            await self.send_body(sse("error", detail).encode())
+            await self.finish()
         await self.send_body(b": keep-alive\n\n", more_body=True)
         await self.catch_up()
 
@@ -218,17 +228,33 @@ class WaitConsumer(JobCallConsumer):
 def _job(scope: dict[str, Any], headers: dict[str, str]) -> Job:
     """The job the request is about, as its authenticated user may see it (the checks of
     jobs/api.py's BearerToken and SignedInSession; no CSRF, as both calls are GETs)."""
+    user, who = _caller(scope, headers)
+    ratelimit.check(who)
+    return access.get_job(user, CALL.match(scope["path"])["public_id"])  # type: ignore[index]
+
+
+@database_sync_to_async
+def _still_allowed(scope: dict[str, Any], headers: dict[str, str]) -> None:
+    """_job's checks again for an open stream, not counted by the rate limit; a session must
+    still exist (signing out deletes it)."""
+    user, who = _caller(scope, headers)
+    session = scope.get("session")
+    if who.startswith("user:") and not (
+        session is not None and session.session_key and session.exists(session.session_key)
+    ):
+        raise Unauthorized("The session has ended: sign in again.")
+    access.get_job(user, CALL.match(scope["path"])["public_id"])  # type: ignore[index]
+
+
+def _caller(scope: dict[str, Any], headers: dict[str, str]) -> tuple[Any, str]:
+    """The request's user, and the name the rate limit counts it under."""
     scheme, _, key = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
         token = tokens.authenticate(key.strip())
-        ratelimit.check(f"token:{token.key_hash[:32]}")
-        user = token.user
-    elif scope["user"].is_authenticated:
-        user = scope["user"]
-        ratelimit.check(f"user:{user.pk}")
-    else:
-        raise Unauthorized("Sign in or send 'Authorization: Bearer <token>'.")
-    return access.get_job(user, CALL.match(scope["path"])["public_id"])  # type: ignore[index]
+        return token.user, f"token:{token.key_hash[:32]}"
+    if scope["user"].is_authenticated:
+        return scope["user"], f"user:{scope['user'].pk}"
+    raise Unauthorized("Sign in or send 'Authorization: Bearer <token>'.")
 
 
 def _whole(values: dict[str, Any], name: str, default: int | None = None) -> Any:

@@ -78,13 +78,19 @@ class Server:
 
 
 @pytest.fixture
-def server(transactional_db: None, tmp_path: Path) -> Iterator[Server]:
+def server_env() -> dict[str, str]:
+    """Extra environment for the server (a test parametrizes this to change it)."""
+    return {}
+
+
+@pytest.fixture
+def server(transactional_db: None, tmp_path: Path, server_env: dict[str, str]) -> Iterator[Server]:
     """daphne serving agenthub.asgi on a free port, against the test database and Redis."""
     log = tmp_path / "daphne.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", APP],
-            env=Workers().env(),
+            env=Workers().env(**server_env),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -114,9 +120,21 @@ class Sse:
 class Follower:
     """A Server-Sent Events client over a plain HTTP connection; close() is a disconnect."""
 
-    def __init__(self, server: Server, path: str, key: str, last_event_id: int | None = None):
+    def __init__(
+        self,
+        server: Server,
+        path: str,
+        key: str,
+        last_event_id: int | None = None,
+        *,
+        cookie: str = "",
+    ):
         self.connection = http.client.HTTPConnection(server.host, server.port, timeout=60)
-        headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {key}"}
+        headers = {"Accept": "text/event-stream"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        if cookie:
+            headers["Cookie"] = cookie
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         self.connection.request("GET", path, headers=headers)
@@ -276,3 +294,85 @@ def test_a_wait_ends_at_its_timeout(server, alice, repo):
     assert response.status == 200
     assert (answer["status"], answer["timed_out"]) == ("queued", True)
     assert listeners(job.public_id) == 0
+
+
+# The keep-alive is where an open stream checks its credentials again: once a second here.
+QUICK_CHECKS = pytest.mark.parametrize("server_env", [{"AGENTHUB_SSE_KEEPALIVE": "1"}])
+
+
+def ended_with_error(follower: Follower) -> Sse:
+    """Read past the backlog to the event that ends the stream; it must be an error."""
+    while (event := follower.next()).kind not in ("error", "end"):
+        pass
+    assert follower.response.readline() == b"", "nothing follows the error"
+    return event
+
+
+@QUICK_CHECKS
+def test_revoking_a_token_ends_the_streams_it_opened(server, alice, repo):
+    from jobs import tokens
+
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="echo hi")
+    token, key = ApiToken.issue(alice, "follower")
+    path = f"/api/v1/jobs/{job.public_id}/events"
+    follower = Follower(server, path, key)
+    assert follower.next().data["text"] == "queued"
+
+    tokens.revoke(alice, token.pk)
+
+    event = ended_with_error(follower)
+    assert event.kind == "error"
+    assert event.data["error"] == "unauthorized"
+    assert "revoked" in event.data["detail"]
+    follower.close()
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    connection.request("GET", path, headers={"Authorization": f"Bearer {key}"})
+    assert connection.getresponse().status == 401
+
+
+@QUICK_CHECKS
+def test_signing_out_ends_the_streams_of_the_session(server, alice, repo):
+    from django.test import Client
+
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="echo hi")
+    browser = Client()
+    browser.force_login(alice)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}"
+    follower = Follower(server, f"/api/v1/jobs/{job.public_id}/events", "", cookie=cookie)
+    assert follower.next().data["text"] == "queued"
+
+    browser.logout()  # deletes the session
+
+    event = ended_with_error(follower)
+    assert (event.kind, event.data["error"]) == ("error", "unauthorized")
+    assert "session has ended" in event.data["detail"]
+    follower.close()
+
+
+@QUICK_CHECKS
+def test_leaving_the_team_ends_the_stream_as_not_found(server, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="echo hi")
+    _, key = ApiToken.issue(alice, "follower")
+    follower = Follower(server, f"/api/v1/jobs/{job.public_id}/events", key)
+    assert follower.next().data["text"] == "queued"
+
+    alice.memberships.all().delete()
+
+    event = ended_with_error(follower)
+    assert (event.kind, event.data["error"]) == ("error", "not_found")
+    follower.close()
+
+
+@QUICK_CHECKS
+def test_a_stream_whose_credentials_hold_stays_open_across_checks(server, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="echo hi")
+    _, key = ApiToken.issue(alice, "follower")
+    follower = Follower(server, f"/api/v1/jobs/{job.public_id}/events", key)
+    assert follower.next().data["text"] == "queued"
+    # Three checks pass (a keep-alive comment each), then a live event still arrives.
+    for _ in range(3):
+        assert follower.response.readline() == b": keep-alive\n"
+        assert follower.response.readline() == b"\n"
+    append_events(job.attempts.get().pk, [Draft("log", "still here", "stdout")])
+    assert follower.next().data["text"] == "still here"
+    follower.close()
