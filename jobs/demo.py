@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from jobs import services, workspace
-from jobs.models import ApiToken, Membership, Repository, Role, Team, hash_token
+from jobs.models import Agent, ApiToken, Membership, Repository, Role, Team, hash_token
 
 DEMO_REPO = Path(__file__).parent / "demo_repo"
 # user: (team, role, staff)
@@ -43,6 +43,14 @@ def load_demo(url: str) -> dict[str, Any]:
     demo_team = Team.objects.get(name="demo")
     if not Repository.objects.filter(team=demo_team, name="demo").exists():
         services.register_repository("load_demo", demo_team, "demo", str(demo_source()))
+    if not Agent.objects.filter(team=demo_team, name="docs").exists():
+        Agent.objects.create(
+            team=demo_team,
+            name="docs",
+            description="The shell agent, whose documentation-only results merge unreviewed.",
+            command=Agent.objects.get(team=None, name="shell").command,
+            silent_merge="docs/**\n*.md\n",
+        )
     data = {"url": url, "users": users}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")

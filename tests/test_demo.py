@@ -10,7 +10,7 @@ from django.contrib.auth import authenticate
 
 from jobs import workspace
 from jobs.demo import credentials_path, load_demo
-from jobs.models import ApiToken, Membership, Repository, hash_token
+from jobs.models import Agent, ApiToken, Membership, Repository, hash_token
 
 pytestmark = pytest.mark.django_db
 
@@ -57,3 +57,13 @@ def test_running_the_demo_twice_reuses_everything(data_dir, agents):
     assert first == second
     assert Repository.objects.count() == 1
     assert ApiToken.objects.count() == 4
+
+
+def test_demo_team_has_a_docs_agent_that_merges_documentation_unreviewed(data_dir, agents):
+    load_demo("http://localhost:8000/")
+    load_demo("http://localhost:8000/")
+    docs = Agent.objects.get(team__name="demo", name="docs")
+    assert docs.command == Agent.objects.get(team=None, name="shell").command
+    assert docs.silent_merge_patterns == ["docs/**", "*.md"]
+    assert docs.merges_silently(["docs/usage.txt", "README.md"])
+    assert not docs.merges_silently(["README.md", "calc/ops.py"])
