@@ -164,6 +164,9 @@ def _collapse_beyond(files: list[Any], budget: int) -> None:
             budget -= file.line_count
 
 
+REVIEWABLE = (JobStatus.NEEDS_REVIEW, JobStatus.APPROVED, JobStatus.CONFLICT)
+
+
 def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
     attempts = list(job.attempts.order_by("number"))
     reviewable = [a for a in attempts if a.status == "succeeded" and a.result_commit]
@@ -182,6 +185,8 @@ def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
         "reviews": job.reviews_qs().order_by("created_at"),
         "approvals": services.approvals(attempt) if attempt and attempt.diff_hash else 0,
         "why_not_review": _why_not_review(request.user, job, member, attempt),
+        # The form only while a decision can still be taken; after that, the reason alone.
+        "reviewable": job.status in REVIEWABLE,
         "can_merge": member is not None and member.can_review and job.status == JobStatus.APPROVED,
         "can_rerun": job.status not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED),
         # The audit entry of a merge the agent's review policy made without review.
@@ -198,7 +203,7 @@ def _why_not_review(user: Any, job: Job, member: Any, attempt: Attempt | None) -
         return "You submitted this job; someone else has to review it."
     if member is None or member.role not in (Role.REVIEWER, Role.ADMIN):
         return "Only reviewers of the team can review."
-    if job.status not in (JobStatus.NEEDS_REVIEW, JobStatus.APPROVED, JobStatus.CONFLICT):
+    if job.status not in REVIEWABLE:
         return f"Nothing to review: the job is {job.get_status_display().lower()}."
     if attempt is None or not attempt.result_commit:
         return "This attempt has no result to review."

@@ -140,6 +140,9 @@ def test_a_docs_only_result_merges_unreviewed_and_the_audit_trail_says_so(
     page = client.get(f"/jobs/{job.public_id}/review/").content.decode()
     assert "Merged without review: every changed path matches agent docs" in page
     assert "<code>docs/**</code>, <code>*.md</code>, <code>!docs/security.md</code>" in page
+    # Nothing is left to decide: no review form, the reason instead.
+    assert 'data-role="approve"' not in page
+    assert "Nothing to review: the job is merged." in page
 
 
 @pytest.mark.slow

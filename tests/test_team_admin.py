@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from jobs import services, workspace
+from jobs.errors import BadInput
 from jobs.models import Agent, AuditEntry, Membership, Repository, Role, Team
 from tests.conftest import _member, shell_agent
 
@@ -356,6 +357,178 @@ def test_the_default_branch_must_exist_in_the_store(admin, repo, branch, message
     assert entries_since(mark) == []
 
 
+def edit_form(repo: Repository, **values: str) -> dict[str, str]:
+    """The repository edit form as the browser posts it, unchanged but for `values`."""
+    return {
+        "name": repo.name,
+        "push_url": repo.push_url,
+        "default_branch": repo.default_branch,
+        **values,
+    }
+
+
+def test_admin_renames_a_repository_and_its_jobs_follow(admin, dana, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    mark = audit_mark()
+    response = admin.post("/teams/demo/repositories/demo/", edit_form(repo, name="gadgets"))
+    assert response["Location"] == "/teams/demo/#repositories"
+    assert "Saved gadgets (renamed from demo)." in page(admin.get("/teams/demo/"))
+    repo.refresh_from_db()
+    assert repo.name == "gadgets"
+    job.refresh_from_db()
+    assert job.repository_id == repo.pk  # the job's history stays with the renamed row
+    entry = one_entry_since(mark)
+    assert (entry.actor, entry.action, entry.target) == (dana, "repository.update", "demo/gadgets")
+    assert entry.data["changes"] == {"name": ["demo", "gadgets"]}
+    assert (
+        services.submit_job(alice, repo="gadgets", agent="shell", prompt="true").repository == repo
+    )
+    with pytest.raises(BadInput, match="Unknown repository 'demo' in your teams.") as refused:
+        services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    assert refused.value.field == "repo"
+    assert admin.get("/teams/demo/repositories/demo/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("other", "Name: Team demo already has a repository named 'other'."),
+        ("Bad Name", "Name: Use 1-64 lowercase letters"),
+        (XSS, "Name: Use 1-64 lowercase letters"),
+        ("", "Name: This field is required."),
+    ],
+)
+def test_a_rename_to_a_taken_or_invalid_name_is_refused(admin, repo, make_source, name, message):
+    services.register_repository("tests", repo.team, "other", str(make_source("other")))
+    mark = audit_mark()
+    response = admin.post("/teams/demo/repositories/demo/", edit_form(repo, name=name))
+    assert response.status_code == 200
+    body = page(response)
+    assert message in body.replace("&#x27;", "'")
+    assert "Nothing was saved" in body and "<h1>Repository demo</h1>" in body
+    assert XSS not in body
+    assert sorted(Repository.objects.values_list("name", flat=True)) == ["demo", "other"]
+    assert entries_since(mark) == []
+
+
+def test_admin_deletes_a_repository_and_its_store(admin, dana, team, repo):
+    store, source, upstream = Path(repo.store_path), Path(repo.source), Path(repo.push_url)
+    confirm = page(admin.get("/teams/demo/repositories/demo/delete"))
+    assert "Delete repository demo?" in confirm
+    assert f"AgentHub&#x27;s copy of it is removed from disk: <code>{store}</code>" in confirm
+    assert f"Not touched: its source <code>{source}</code>" in confirm
+    mark = audit_mark()
+    response = admin.post("/teams/demo/repositories/demo/delete", follow=True)
+    assert "Deleted repository demo and AgentHub&#x27;s copy of it." in page(response)
+    assert not Repository.objects.filter(pk=repo.pk).exists()
+    assert not store.exists()
+    assert Path(source, ".git").is_dir() and Path(upstream, "HEAD").is_file()
+    entry = one_entry_since(mark)
+    assert (entry.actor, entry.action, entry.target) == (dana, "repository.delete", "demo/demo")
+    assert entry.team == team
+    assert entry.data == {"store": str(store), "remove_store": True}
+
+
+def test_a_repository_with_jobs_cannot_be_deleted(admin, alice, repo):
+    services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    confirm = page(admin.get("/teams/demo/repositories/demo/delete"))
+    assert "its 1 job keep it in their history. Rename it instead." in confirm
+    assert ">Delete</button>" not in confirm
+    mark = audit_mark()
+    response = admin.post("/teams/demo/repositories/demo/delete", follow=True)
+    assert response.redirect_chain[-1][0] == "/teams/demo/repositories/demo/"
+    assert "Repository demo cannot be deleted: its 1 job(s) keep it in their history." in page(
+        response
+    )
+    assert Repository.objects.filter(pk=repo.pk).exists()
+    assert Path(repo.store_path, "HEAD").is_file()
+    assert entries_since(mark) == []
+
+
+@pytest.mark.parametrize("how", ["outside", "symlink"])
+def test_a_store_outside_the_data_dir_is_left_on_disk(admin, dana, repo, tmp_path, how):
+    # tmp_path is outside AGENTHUB_DATA_DIR; a symlink inside it must not lead the delete out.
+    elsewhere = tmp_path / "elsewhere.git"
+    workspace.run_git(["clone", "-q", "--bare", repo.store_path, str(elsewhere)])
+    store = elsewhere
+    if how == "symlink":
+        store = Path(repo.store_path).with_name("linked.git")
+        store.symlink_to(elsewhere)
+    Repository.objects.filter(pk=repo.pk).update(store_path=str(store))
+    assert "is not inside AGENTHUB_DATA_DIR" in page(
+        admin.get("/teams/demo/repositories/demo/delete")
+    )
+    mark = audit_mark()
+    body = page(admin.post("/teams/demo/repositories/demo/delete", follow=True))
+    assert f"Deleted repository demo. Its store {store}" in body
+    assert "was left on disk: it is not inside AGENTHUB_DATA_DIR" in body
+    assert not Repository.objects.filter(pk=repo.pk).exists()
+    assert Path(elsewhere, "HEAD").is_file() and store.exists()
+    entry = one_entry_since(mark)
+    assert (entry.actor, entry.action) == (dana, "repository.delete")
+    assert entry.data == {"store": str(store), "remove_store": False}
+    if how == "symlink":
+        store.unlink()
+
+
+def test_members_and_reviewers_cannot_rename_or_delete_a_repository(client, alice, bob, repo):
+    for user in (alice, bob):
+        client.force_login(user)
+        mark = audit_mark()
+        for url in ("/teams/demo/repositories/demo/", "/teams/demo/repositories/demo/delete"):
+            assert client.get(url).status_code == 403, url
+        response = client.post("/teams/demo/repositories/demo/", edit_form(repo, name="mine"))
+        assert response.status_code == 403
+        assert client.post("/teams/demo/repositories/demo/delete").status_code == 403
+        assert entries_since(mark) == []
+    repo.refresh_from_db()
+    assert repo.name == "demo" and Path(repo.store_path, "HEAD").is_file()
+
+
+def test_another_teams_repository_is_not_found(admin, other_team, repo, make_source):
+    acme = services.register_repository("tests", other_team, "widgets", str(make_source("w")))
+    mark = audit_mark()
+    for team_name in ("acme", "demo"):  # acme's own URLs, and acme's repository under demo's
+        base = f"/teams/{team_name}/repositories/widgets/"
+        assert admin.get(base).status_code == 404
+        assert admin.get(base + "delete").status_code == 404
+        assert admin.post(base, edit_form(acme, name="mine")).status_code == 404
+        assert admin.post(base + "delete").status_code == 404
+    assert entries_since(mark) == []
+    acme.refresh_from_db()
+    assert acme.name == "widgets" and Path(acme.store_path, "HEAD").is_file()
+
+
+def test_staff_may_rename_and_delete_any_teams_repository(client, other_team, make_source):
+    acme = services.register_repository("tests", other_team, "widgets", str(make_source("w")))
+    client.force_login(User.objects.create_user("root", "root@example.com", "pw", is_staff=True))
+    client.post("/teams/acme/repositories/widgets/", edit_form(acme, name="gizmos"))
+    assert Repository.objects.get(pk=acme.pk).name == "gizmos"
+    client.post("/teams/acme/repositories/gizmos/delete")
+    assert not Repository.objects.filter(pk=acme.pk).exists()
+    assert not Path(acme.store_path).exists()
+
+
+def test_renaming_and_deleting_need_the_csrf_token(dana, repo):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(dana)
+    mark = audit_mark()
+    response = browser.post("/teams/demo/repositories/demo/", edit_form(repo, name="gadgets"))
+    assert response.status_code == 403
+    assert browser.post("/teams/demo/repositories/demo/delete").status_code == 403
+    assert entries_since(mark) == []
+    repo.refresh_from_db()
+    assert repo.name == "demo" and Path(repo.store_path, "HEAD").is_file()
+
+
+def test_repository_pages_refuse_other_methods_with_405(admin, repo):
+    for url in ("/teams/demo/repositories/demo/", "/teams/demo/repositories/demo/delete"):
+        assert admin.put(url).status_code == 405, url
+        assert admin.delete(url).status_code == 405, url
+    assert admin.get("/teams/demo/repositories/register").status_code == 405
+    assert Repository.objects.filter(pk=repo.pk).exists()
+
+
 # --- agents ------------------------------------------------------------------------------------
 
 
@@ -415,7 +588,7 @@ def test_admin_sets_a_silent_merge_policy(admin, dana, team):
     assert (entry.actor, entry.action) == (dana, "agent.update")
     assert list(entry.data["changes"]) == ["silent_merge"]
     # The team page says which paths skip review.
-    assert "none for <code>docs/**</code>, <code>*.md</code>" in page(admin.get("/teams/demo/"))
+    assert "unreviewed: <code>docs/**</code>, <code>*.md</code>" in page(admin.get("/teams/demo/"))
 
 
 def test_replacing_an_agents_secrets_audits_their_names_only(admin, team):
