@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from ninja import Header, NinjaAPI, Query, Status
@@ -173,6 +175,9 @@ def list_jobs(
     request: ApiRequest,
     status: JobStatus | None = None,
     repo: str | None = None,
+    submitter: str | None = Query(
+        None, description="Only jobs this user submitted: a username, or `me` for yourself"
+    ),
     page: int = Query(1, ge=1),
     per_page: int = Query(50, ge=1, le=200),
 ) -> Any:
@@ -181,6 +186,8 @@ def list_jobs(
         found = found.filter(status=status)
     if repo:
         found = found.filter(repository__name=repo)
+    if submitter:
+        found = found.filter(submitter=submitter_named(request.auth, submitter))
     shown = Paginator(found, per_page).get_page(page)
     return {
         "jobs": [job_summary(job) for job in shown],
@@ -188,6 +195,28 @@ def list_jobs(
         "pages": shown.paginator.num_pages,
         "count": shown.paginator.count,
     }
+
+
+def submitter_named(user: Any, name: str) -> Any:
+    """The user `name` stands for: the caller for `me`, else a member of one of the caller's
+    teams or someone who submitted jobs there (a member who has left). Anyone else is unknown,
+    whether or not the name exists, so other teams' usernames cannot be probed with it."""
+    if name == "me":
+        return user
+    teams = access.teams(user)
+    found = (
+        get_user_model()
+        ._default_manager.filter(username=name)
+        .filter(Q(memberships__team__in=teams) | Q(jobs__team__in=teams))
+        .first()
+    )
+    if found is None:
+        raise BadInput(
+            f"submitter: there is no user {name!r} in your teams; "
+            "give a member's username, or 'me' for yourself.",
+            field="submitter",
+        )
+    return found
 
 
 @api.get(

@@ -480,7 +480,13 @@ TITLE_WIDTH = 60
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    params = {"status": args.status, "repo": args.repo, "page": args.page, "per_page": args.limit}
+    params = {
+        "status": args.status,
+        "repo": args.repo,
+        "submitter": args.submitter,
+        "page": args.page,
+        "per_page": args.limit,
+    }
     page = client.json("GET", "/jobs", params=params)
     if args.json:
         out_json(page)
@@ -734,6 +740,11 @@ def _submit_arguments(sub: argparse.ArgumentParser) -> None:
 def _list_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--status", help="only jobs in this state, e.g. needs_review")
     sub.add_argument("--repo", help="only jobs of this repository")
+    mine = sub.add_mutually_exclusive_group()
+    mine.add_argument(
+        "--mine", dest="submitter", action="store_const", const="me", help="only jobs you submitted"
+    )
+    mine.add_argument("--submitter", metavar="NAME", help="only jobs this user submitted")
     sub.add_argument("--page", type=int, help="page number (default 1)")
     sub.add_argument("--limit", type=int, help="jobs per page (default 50, at most 200)")
 

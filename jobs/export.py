@@ -3,6 +3,7 @@
 The admin's export views (jobs.admin.history) hand these the queryset their changelist selects, so
 an export holds exactly the rows on screen, across all pages. Rows are read with
 `iterator(chunk_size=...)` and written as they come: memory stays bounded however many rows match.
+Each export is one audit entry (`audited`), written before the first row is read.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
-from django.http import StreamingHttpResponse
+from django.http import QueryDict, StreamingHttpResponse
 from django.utils import timezone
 
+from jobs import services
 from jobs.models import Attempt, AuditEntry, Decision, Job, Review
 from jobs.streaming import Lines, batched
 
@@ -59,6 +61,15 @@ FORMATS = {
 # A spreadsheet runs a cell starting with one of these as a formula; prompts and titles are
 # untrusted, so CSV cells get a leading apostrophe. JSON lines keep the exact text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def audited(user: Any, name: str, fmt: str, query: QueryDict) -> AuditEntry:
+    """The audit entry of one export, `<name>.export` (`jobs.export`, `audit.export`): who, which
+    format, and the query string that chose the rows (filters, search, date range, ordering) as
+    given, a repeated parameter as a list. Written when the export starts: the rows stream after
+    the view has returned, and a download cut short has still handed out what it sent."""
+    filters = {key: values[0] if len(values) == 1 else values for key, values in query.lists()}
+    return services.audit(user, f"{name}.export", format=fmt, filters=filters)
 
 
 def job_rows(jobs: QuerySet[Job]) -> Iterator[dict[str, Any]]:

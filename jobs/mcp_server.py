@@ -79,12 +79,17 @@ def build_server(client: Client) -> MCPServer:
 
     @server.tool()
     def list_jobs(
-        status: str | None = None, repo: str | None = None, page: int = 1
+        status: str | None = None,
+        repo: str | None = None,
+        submitter: str | None = None,
+        page: int = 1,
     ) -> dict[str, Any]:
         """Jobs of your teams, newest first, 50 a page; optionally only those in one status
         (queued, running, needs_review, approved, merged, no_changes, failed, cancelled,
-        rejected, changes_requested, conflict) or of one repository."""
-        return call("GET", "/jobs", params={"status": status, "repo": repo, "page": page})
+        rejected, changes_requested, conflict), of one repository, or submitted by one user
+        (a username, or `me` for the jobs you submitted)."""
+        params = {"status": status, "repo": repo, "submitter": submitter, "page": page}
+        return call("GET", "/jobs", params=params)
 
     @server.tool()
     def review_job(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from jobs.models import Attempt, AuditEntry, Job
+from jobs.models import Attempt, AuditEntry, Job, Membership
 
 pytestmark = pytest.mark.django_db
 
@@ -135,6 +135,48 @@ def test_job_list_is_scoped_to_the_team_newest_first(api, alice, carol, repo):
     assert [j["id"] for j in api(alice).get("/api/v1/jobs").json()["jobs"]] == [second, first]
     assert api(carol).get("/api/v1/jobs").json()["jobs"] == []
     assert api(alice).get("/api/v1/jobs", status="merged").json()["count"] == 0
+
+
+def test_job_list_filters_by_submitter_by_name_or_me(api, alice, bob, repo):
+    alices = submit(api(alice)).json()["id"]
+    bobs = submit(api(bob)).json()["id"]
+
+    def listed(user: Any, **params: Any) -> list[str]:
+        response = api(user).get("/api/v1/jobs", **params)
+        assert response.status_code == 200, response.content
+        return [j["id"] for j in response.json()["jobs"]]
+
+    assert listed(alice) == [bobs, alices]
+    assert listed(alice, submitter="me") == [alices]
+    assert listed(bob, submitter="me") == [bobs]
+    assert listed(alice, submitter="bob") == [bobs]
+    assert listed(bob, submitter="alice", status="queued") == [alices]
+    assert listed(bob, submitter="alice", status="merged") == []
+
+
+def test_job_list_keeps_the_jobs_of_a_submitter_who_left_the_team(api, alice, bob, repo):
+    alices = submit(api(alice)).json()["id"]
+    Membership.objects.filter(user=alice).delete()
+    response = api(bob).get("/api/v1/jobs", submitter="alice")
+    assert [j["id"] for j in response.json()["jobs"]] == [alices]
+
+
+@pytest.mark.parametrize("name", ["nobody", "carol"])  # carol exists, in another team
+def test_job_list_names_an_unknown_submitter(api, alice, carol, repo, name):
+    response = api(alice).get("/api/v1/jobs", submitter=name)
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["error"], body["field"]) == ("invalid", "submitter")
+    assert body["detail"].startswith(f"submitter: there is no user {name!r} in your teams")
+    assert "'me'" in body["detail"]  # what would be accepted
+
+
+def test_the_submitter_filter_is_in_the_openapi_document(client):
+    document = client.get("/api/v1/openapi.json").json()
+    parameters = document["paths"]["/api/v1/jobs"]["get"]["parameters"]
+    submitter = next(p for p in parameters if p["name"] == "submitter")
+    assert submitter["in"] == "query" and not submitter.get("required")
+    assert "`me`" in submitter["description"]
 
 
 def test_outsider_gets_404_for_everything_about_a_job(api, alice, carol, repo):

@@ -642,6 +642,30 @@ def test_list_filters_by_status_and_repository(agenthub, alice, repo):
     assert elsewhere.out == ""
 
 
+def test_list_mine_shows_only_the_callers_jobs(agenthub, alice, bob, repo):
+    alices = submit(agenthub, alice, "true")
+    bobs = submit(agenthub, bob, "true")
+
+    mine = agenthub(alice, "list", "--mine")
+    by_bob = agenthub(alice, "list", "--submitter", "bob")
+    everyone = agenthub(alice, "list")
+
+    def id_and_submitter(output: str) -> list[tuple[str, str]]:
+        return [(row.split()[0], row.split()[4]) for row in output.splitlines()[1:]]
+
+    assert mine.code == 0, mine.err
+    assert id_and_submitter(mine.out) == [(alices, "alice")]
+    assert id_and_submitter(by_bob.out) == [(bobs, "bob")]
+    assert id_and_submitter(everyone.out) == [(bobs, "bob"), (alices, "alice")]
+
+
+def test_list_names_a_submitter_that_is_unknown(agenthub, alice, repo):
+    done = agenthub(alice, "list", "--submitter", "nobody")
+    assert done.code == 1
+    assert done.err.startswith("agenthub: submitter: there is no user 'nobody' in your teams")
+    assert done.err.endswith(" (field: submitter)\n")
+
+
 def test_list_names_a_status_that_does_not_exist(agenthub, alice, repo):
     done = agenthub(alice, "list", "--status", "bogus")
     assert done.code == 1

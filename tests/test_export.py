@@ -195,6 +195,7 @@ def test_exports_are_for_staff_only(client, alice):
     client.force_login(alice)
     response = client.get("/admin/jobs/auditentry/export.csv")
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert not export_entries()
 
 
 def test_an_unknown_format_or_a_bad_filter_is_refused(admin_client):
@@ -202,6 +203,70 @@ def test_an_unknown_format_or_a_bad_filter_is_refused(admin_client):
     response = admin_client.get("/admin/jobs/auditentry/export.csv", {"ts__from": "yesterday"})
     assert response.status_code == 400
     assert "ts__from='yesterday' is not a date: expected YYYY-MM-DD." in response.content.decode()
+    assert not export_entries()  # nothing was exported
+
+
+# --- exports are audited -----------------------------------------------------------------------
+
+
+def export_entries() -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(action__endswith=".export").order_by("seq"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_job_export_is_one_audit_entry_naming_the_actor_format_and_filters(
+    admin_client, admin_user, jobs, fmt
+):
+    params = {**RANGE, "touched": ".py", "o": "7"}  # o=7: by created_at, oldest first
+    response = admin_client.get(f"/admin/jobs/job/export.{fmt}", params)
+
+    # Written when the export starts, before a single row has been streamed.
+    [entry] = export_entries()
+    assert (entry.action, entry.actor, entry.actor_name) == ("jobs.export", admin_user, "admin")
+    assert entry.data == {"format": fmt, "filters": params}
+    assert (entry.team, entry.job) == (None, None)
+    rows = csv_rows(response) if fmt == "csv" else jsonl_rows(response)
+    assert [r["title"] for r in rows] == ["first", "last"]
+    assert export_entries() == [entry]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_audit_export_is_one_audit_entry_and_not_one_of_its_own_rows(
+    admin_client, admin_user, alice, repo, fmt
+):
+    services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    before = list(AuditEntry.objects.order_by("seq").values_list("seq", flat=True))
+
+    everything = admin_client.get(f"/admin/jobs/auditentry/export.{fmt}")
+    [first] = export_entries()
+    rows = csv_rows(everything) if fmt == "csv" else jsonl_rows(everything)
+    assert [int(r["seq"]) for r in rows] == before  # all of the trail, but not this export
+
+    params = {"action__exact": "audit.export"}
+    exports = admin_client.get(f"/admin/jobs/auditentry/export.{fmt}", params)
+    first_again, second = export_entries()
+    rows = csv_rows(exports) if fmt == "csv" else jsonl_rows(exports)
+    assert [int(r["seq"]) for r in rows] == [first.seq]  # the earlier export, not this one
+
+    assert first_again == first
+    assert (first.action, first.actor, first.data) == (
+        "audit.export",
+        admin_user,
+        {"format": fmt, "filters": {}},
+    )
+    assert (second.action, second.actor, second.data) == (
+        "audit.export",
+        admin_user,
+        {"format": fmt, "filters": params},
+    )
+    assert rows[0]["actor"] == "admin" and rows[0]["action"] == "audit.export"
+
+
+def test_a_repeated_query_parameter_is_recorded_with_all_its_values(admin_client, jobs):
+    response = admin_client.get("/admin/jobs/job/export.jsonl?q=first&q=last")
+    assert response.status_code == 200
+    [entry] = export_entries()
+    assert entry.data["filters"] == {"q": ["first", "last"]}
 
 
 ROWS = 100_000
@@ -212,7 +277,8 @@ PEAK_BOUND = 12 * 1024 * 1024
 
 
 def test_100000_audit_rows_stream_in_bounded_memory(admin_client, team):
-    start = (AuditEntry.objects.aggregate(n=Max("seq"))["n"] or 0) + 1
+    # Past the chain's head, like old_entries: each export appends an entry at the head.
+    start = (AuditEntry.objects.aggregate(n=Max("seq"))["n"] or 0) + 1000
     day = aware("2026-01-15")
     AuditEntry.objects.bulk_create(
         (

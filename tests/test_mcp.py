@@ -151,6 +151,33 @@ def test_tools_have_the_users_permissions_and_the_apis_messages(
     assert got["bad_agent"].is_error and "(field: agent)" in text(got["bad_agent"])
 
 
+def test_list_jobs_filters_by_submitter_with_me_for_the_caller(
+    live_server, alice, bob, repo, tmp_path
+):
+    alices = services.submit_job(alice, repo="demo", agent="shell", prompt="true").public_id
+    bobs = services.submit_job(bob, repo="demo", agent="shell", prompt="true").public_id
+    token = ApiToken.issue(alice, "mcp")[1]
+
+    async def use(session: ClientSession) -> dict[str, Any]:
+        listed = await session.list_tools()
+        return {
+            "tool": next(tool for tool in listed.tools if tool.name == "list_jobs"),
+            "mine": await session.call_tool("list_jobs", {"submitter": "me"}),
+            "bobs": await session.call_tool("list_jobs", {"submitter": "bob"}),
+            "unknown": await session.call_tool("list_jobs", {"submitter": "nobody"}),
+        }
+
+    got = with_session(live_server.url, token, tmp_path, use)
+
+    assert "submitter" in got["tool"].input_schema["properties"]
+    assert "`me`" in got["tool"].description
+    assert [j["id"] for j in got["mine"].structured_content["jobs"]] == [alices]
+    assert [j["id"] for j in got["bobs"].structured_content["jobs"]] == [bobs]
+    assert got["unknown"].is_error
+    assert "no user 'nobody'" in text(got["unknown"])
+    assert "(field: submitter)" in text(got["unknown"])
+
+
 def test_review_job_approves_as_the_reviewer(live_server, alice, bob, repo, workers, tmp_path):
     job = services.submit_job(alice, repo="demo", agent="shell", prompt="echo x > x.txt")
     workers.burst()

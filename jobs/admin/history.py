@@ -73,7 +73,8 @@ class ExportAdmin(ReadOnlyAdmin):
     export_name = ""
     export_columns: tuple[str, ...] = ()
 
-    def export_rows(self, queryset: QuerySet[Any]) -> Iterator[dict[str, Any]]:
+    def export_rows(self, queryset: QuerySet[Any], entry: AuditEntry) -> Iterator[dict[str, Any]]:
+        """The rows of `queryset`; `entry` is the export's own audit entry."""
         raise NotImplementedError
 
     def get_urls(self) -> list[URLPattern]:
@@ -90,7 +91,8 @@ class ExportAdmin(ReadOnlyAdmin):
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters as exc:
             return HttpResponseBadRequest(f"Cannot export with these filters: {exc}")
-        rows = self.export_rows(changelist.queryset)
+        entry = export.audited(request.user, self.export_name, fmt, request.GET)
+        rows = self.export_rows(changelist.queryset, entry)
         return export.streaming_response(rows, self.export_columns, fmt, self.export_name)
 
     def changelist_view(
@@ -197,7 +199,7 @@ class JobAdmin(ExportAdmin):
     export_name = "jobs"
     export_columns = export.JOB_COLUMNS
 
-    def export_rows(self, queryset: QuerySet[Any]) -> Iterator[dict[str, Any]]:
+    def export_rows(self, queryset: QuerySet[Any], entry: AuditEntry) -> Iterator[dict[str, Any]]:
         return export.job_rows(queryset)
 
     @admin.display(description="prompt")
@@ -422,8 +424,10 @@ class AuditEntryAdmin(ExportAdmin):
     export_name = "audit"
     export_columns = export.AUDIT_COLUMNS
 
-    def export_rows(self, queryset: QuerySet[Any]) -> Iterator[dict[str, Any]]:
-        return export.audit_rows(queryset)
+    def export_rows(self, queryset: QuerySet[Any], entry: AuditEntry) -> Iterator[dict[str, Any]]:
+        # The rows are read after the export's own entry was written; it records the export and
+        # is never one of its rows, whatever the filters (the next export has it).
+        return export.audit_rows(queryset.exclude(pk=entry.pk))
 
     @admin.display(description="data")
     def data_json(self, entry: AuditEntry) -> SafeString:
