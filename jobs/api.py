@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
@@ -33,7 +34,6 @@ from jobs.serialize import job_detail, job_summary
 
 WAIT_MAX_SECONDS = 60
 SSE_POLL_SECONDS = 0.25
-SSE_KEEPALIVE_SECONDS = 15.0
 # A job in one of these states is waiting for a person or is over: /wait returns.
 SETTLED = {s for s in JobStatus.values if s not in (JobStatus.QUEUED, JobStatus.RUNNING)}
 
@@ -268,7 +268,9 @@ def attempt_of(job: Job, number: int | None) -> Attempt:
     summary="An attempt's events after a sequence number, in order (or as Server-Sent Events)",
     description="With `Accept: text/event-stream` the events come as Server-Sent Events: the "
     "backlog, then new events as they are written, each with `id: <seq>`, and a last `end` "
-    "event once the attempt has ended. Reconnect with `Last-Event-ID` to resume.",
+    "event once the attempt has ended. Reconnect with `Last-Event-ID` to resume. Under the ASGI "
+    "server a stream whose token is revoked, whose session signs out, or whose user may no "
+    "longer see the job ends with an `error` event ({error, detail}).",
     exclude_unset=True,  # an event's `data` is there only when it has some
     openapi_extra={
         "responses": {
@@ -325,7 +327,7 @@ def event_stream(attempt: Attempt, after: int) -> StreamingHttpResponse:
             ):
                 yield sse("end", {"status": status})
                 return
-            if idle >= SSE_KEEPALIVE_SECONDS:
+            if idle >= settings.AGENTHUB_SSE_KEEPALIVE:
                 idle = 0.0
                 yield ": keep-alive\n\n"
             await asyncio.sleep(SSE_POLL_SECONDS)

@@ -165,6 +165,12 @@ class Client:
                     for sse in source.iter_sse():
                         if sse.event == "end":
                             return
+                        if sse.event == "error":  # the token was revoked, the job is gone…
+                            problem = sse.json()
+                            raise CliError(
+                                str(problem.get("detail", "the server ended the stream")),
+                                error=str(problem.get("error", "error")),
+                            )
                         event = sse.json()
                         if event["seq"] > after:
                             after = event["seq"]

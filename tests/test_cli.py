@@ -534,7 +534,9 @@ def asgi_server(workers: Workers, tmp_path: Path) -> Iterator[str]:
         port = probe.getsockname()[1]
     log = (tmp_path / "daphne.log").open("wb")
     command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agenthub.asgi:application"]
-    proc = subprocess.Popen([sys.executable, *command], env=workers.env(), cwd=ROOT, stderr=log)
+    # A quick keep-alive: an open stream checks its credentials again at each one.
+    env = workers.env(AGENTHUB_SSE_KEEPALIVE="1")
+    proc = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT, stderr=log)
 
     def listening() -> bool:
         assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
@@ -575,6 +577,33 @@ def test_logs_follow_prints_each_line_as_it_happens_and_exactly_once(
     assert lines[-1].endswith("[status] succeeded\n")
     attempt.refresh_from_db()
     assert len(lines) == attempt.last_seq
+
+
+def test_logs_follow_stops_with_the_reason_when_its_token_is_revoked(
+    alice, repo, asgi_server, tmp_path
+):
+    from jobs import tokens
+
+    client = Client(asgi_server, ApiToken.issue(alice, "submit")[1])
+    public_id = client.json(
+        "POST", "/jobs", body={"repo": "demo", "agent": "shell", "prompt": "true"}
+    )["id"]  # no worker runs: the attempt stays queued and the stream open
+    token, key = ApiToken.issue(alice, "follow")
+    follow = subprocess.Popen(
+        [AGENTHUB, "logs", public_id, "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(asgi_server, key, tmp_path),
+        text=True,
+    )
+    try:
+        assert follow.stdout.readline().endswith("[status] queued\n")
+        tokens.revoke(alice, token.pk)
+        assert follow.wait(timeout=30) == 1
+    finally:
+        follow.kill()
+    error = follow.stderr.read()
+    assert error.startswith("agenthub: ") and "revoked" in error
 
 
 def test_logs_colour_warnings_errors_and_stderr_only_on_a_terminal(
