@@ -373,7 +373,12 @@ def job_diff(
 def review_job(request: ApiRequest, id: str, data: schemas.ReviewIn) -> Any:
     job = access.get_job(request.auth, id)
     review = services.review_job(
-        request.auth, job, data.decision, comment=data.comment, attempt=data.attempt
+        request.auth,
+        job,
+        data.decision,
+        comment=data.comment,
+        attempt=data.attempt,
+        line_comments=[c.model_dump() for c in data.comments],
     )
     job.refresh_from_db()
     return Status(

@@ -406,6 +406,35 @@ class Review(models.Model):
         return f"{self.reviewer} {self.decision} {self.attempt}"
 
 
+class Side(models.TextChoices):
+    NEW = "new"  # a line of the result (added or unchanged): its number in the new file
+    OLD = "old"  # a removed line: its number in the base file
+
+
+class LineComment(models.Model):
+    """A reviewer's remark on one line of the diff, given with a review."""
+
+    review = models.ForeignKey(Review, models.CASCADE, related_name="line_comments")
+    path = models.CharField(max_length=4096)
+    line = models.PositiveIntegerField()
+    side = models.CharField(max_length=3, choices=Side.choices, default=Side.NEW)
+    body = models.TextField()
+
+    class Meta:
+        ordering = ["path", "line", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    @property
+    def where(self) -> str:
+        """How the comment names its line: `path:line`, `(removed)` for a line of the base."""
+        return f"{self.path}:{self.line}" + (" (removed)" if self.side == Side.OLD else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "side": self.side, "body": self.body}
+
+
 GENESIS_HASH = "0" * 64
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from ninja import Field, Schema
 from pydantic import WithJsonSchema
 
-from jobs.models import AttemptStatus, Decision, JobStatus
+from jobs.models import AttemptStatus, Decision, JobStatus, Side
 from jobs.services import MAX_ATTEMPTS
 
 # Numbers and switches in bodies are strict: "3" or true is not a number, "yes" not a switch.
@@ -77,6 +77,22 @@ class AttemptOut(Schema):
     card: dict[str, Any] = Field(description="The reproducibility card")
 
 
+class LineCommentIn(Schema):
+    path: str = Field(description="A file the result changes (a renamed file's old path too)")
+    line: int = Field(strict=True, ge=1, description="The line's number in that file")
+    side: Side = Field(
+        Side.NEW, description="new: a line of the result (added or kept); old: a removed line"
+    )
+    body: str = Field(min_length=1, max_length=10_000)
+
+
+class LineCommentOut(Schema):
+    path: str
+    line: int
+    side: Side
+    body: str
+
+
 class ReviewOut(Schema):
     attempt: int
     reviewer: str
@@ -84,6 +100,7 @@ class ReviewOut(Schema):
     comment: str
     diff_hash: str
     created_at: Timestamp | None
+    comments: list[LineCommentOut]
 
 
 class JobSummary(Schema):
@@ -145,6 +162,12 @@ class ReviewIn(Schema):
     comment: str = ""
     attempt: int | None = Field(
         None, strict=True, description="The attempt reviewed; the latest by default"
+    )
+    comments: list[LineCommentIn] = Field(
+        [],
+        max_length=200,
+        description="Comments on lines of the diff; with request_changes they join the "
+        "overall comment in the follow-up attempt's instruction",
     )
 
 

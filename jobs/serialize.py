@@ -75,8 +75,9 @@ def job_detail(job: Job) -> dict[str, Any]:
             "comment": r.comment,
             "diff_hash": r.diff_hash,
             "created_at": _iso(r.created_at),
+            "comments": [c.as_dict() for c in r.line_comments.all()],
         }
-        for r in job.reviews_qs()
+        for r in job.reviews_qs().prefetch_related("line_comments")
     ]
     return data
 

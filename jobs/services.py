@@ -30,8 +30,10 @@ from jobs.models import (
     Decision,
     Job,
     JobStatus,
+    LineComment,
     Repository,
     Review,
+    Side,
     Team,
 )
 from jobs.serialize import job_summary
@@ -732,8 +734,17 @@ def result_attempt(job: Job, number: int | None = None) -> Attempt:
 
 
 def review_job(
-    user: Any, job: Job, decision: str, *, comment: str = "", attempt: int | None = None
+    user: Any,
+    job: Job,
+    decision: str,
+    *,
+    comment: str = "",
+    attempt: int | None = None,
+    line_comments: list[dict[str, Any]] | None = None,
 ) -> Review:
+    """A reviewer's decision on an attempt's result, with an overall comment and comments on
+    lines of its diff ({path, line, side: new|old, body}); with request_changes both go into the
+    follow-up attempt's instruction."""
     from jobs.access import require_reviewer
 
     if decision not in Decision.values:
@@ -750,6 +761,7 @@ def review_job(
         if job.status not in (JobStatus.NEEDS_REVIEW, JobStatus.APPROVED, JobStatus.CONFLICT):
             raise Conflict(f"Job {job.public_id} is {job.status}, not waiting for review.")
         target = result_attempt(job, attempt)
+        remarks = _line_comments(target, line_comments or [])
         review = Review.objects.create(
             attempt=target,
             reviewer=user,
@@ -757,6 +769,9 @@ def review_job(
             comment=comment,
             diff_hash=target.diff_hash,
         )
+        for remark in remarks:
+            remark.review = review
+        LineComment.objects.bulk_create(remarks)
         before = job.status
         job.status = _status_after_review(job, target, decision)
         job.updated_at = timezone.now()
@@ -770,9 +785,10 @@ def review_job(
             after=job.status,
             diff_hash=target.diff_hash,
             comment=comment,
+            line_comments=[r.as_dict() for r in remarks],
         )
         if decision == Decision.REQUEST_CHANGES:
-            _follow_up(job, target, comment, user)
+            _follow_up(job, target, review)
             _refresh_job(job)  # back to queued: the follow-up attempt waits for a worker
         _announce(job, before)
     return review
@@ -795,16 +811,57 @@ def _status_after_review(job: Job, attempt: Attempt, decision: str) -> str:
     return JobStatus.NEEDS_REVIEW
 
 
-def _follow_up(job: Job, attempt: Attempt, comment: str, reviewer: Any) -> None:
-    """Continue the reviewed result on a new attempt, with the comment added to the instruction.
+MAX_LINE_COMMENTS = 200
+MAX_COMMENT_CHARS = 10_000
 
-    The comment goes after a '#' line: readable to an AI agent, and a no-op header for the shell
-    agent, whose instruction is a script.
+
+def _line_comments(target: Attempt, raw: list[dict[str, Any]]) -> list[LineComment]:
+    """The review's line comments, checked against the result they are about (unsaved)."""
+    if len(raw) > MAX_LINE_COMMENTS:
+        raise BadInput(f"At most {MAX_LINE_COMMENTS} line comments per review.", field="comments")
+    paths = {p for f in target.files for p in (f["path"], f.get("old_path")) if p}
+    found = []
+    for number, item in enumerate(raw):
+        where = f"comments[{number}]"
+        path, line, side = item.get("path"), item.get("line"), item.get("side") or Side.NEW
+        body = str(item.get("body") or "").strip()
+        if path not in paths:
+            raise BadInput(
+                f"{where}.path: {path!r} is not a file attempt {target.number} changes.",
+                field="comments",
+            )
+        if isinstance(line, bool) or not isinstance(line, int) or not 1 <= line <= 10_000_000:
+            raise BadInput(f"{where}.line: expected a line number, not {line!r}.", field="comments")
+        if side not in Side.values:
+            raise BadInput(f"{where}.side: expected new or old, not {side!r}.", field="comments")
+        if not body or len(body) > MAX_COMMENT_CHARS:
+            raise BadInput(
+                f"{where}.body: write 1-{MAX_COMMENT_CHARS} characters.", field="comments"
+            )
+        found.append(LineComment(path=str(path), line=line, side=side, body=body))
+    return found
+
+
+def _follow_up(job: Job, attempt: Attempt, review: Review) -> None:
+    """Continue the reviewed result on a new attempt, with the comments added to the instruction.
+
+    The overall comment goes after a '#' line: readable to an AI agent, and a no-op header for
+    the shell agent, whose instruction is a script. Line comments follow as '#' lines of their
+    own (`# path:line: text`), so they never run as part of a script.
     """
     number = _next_number(job)
-    if comment.strip():
-        header = f"# Changes requested by {reviewer.get_username()} on attempt {attempt.number}:"
-        job.prompt = f"{job.prompt.rstrip()}\n\n{header}\n{comment.strip()}\n"
+    comment = review.comment.strip()
+    remarks = list(review.line_comments.all())
+    if comment or remarks:
+        who = review.reviewer.get_username()
+        lines = [f"# Changes requested by {who} on attempt {attempt.number}:"]
+        if comment:
+            lines.append(comment)
+        for remark in remarks:
+            text = remark.body.splitlines() or [""]
+            lines.append(f"# {remark.where}: {text[0]}")
+            lines.extend(f"#   {more}" for more in text[1:])
+        job.prompt = f"{job.prompt.rstrip()}\n\n" + "\n".join(lines) + "\n"
         job.save(update_fields=["prompt"])
     _new_attempt(job, number, attempt.base_commit, attempt.result_commit)
     _dispatch_on_commit(job.team_id)
