@@ -20,6 +20,11 @@ urlpatterns: list[URLPattern] = [
         name="team-repository-register",
     ),
     path(T + "repositories/<str:name>/", teams.repository_edit, name="team-repository"),
+    path(
+        T + "repositories/<str:name>/delete",
+        teams.repository_delete,
+        name="team-repository-delete",
+    ),
     path(T + "agents/new", teams.agent_edit, name="team-agent-new"),
     path(T + "agents/<str:name>/", teams.agent_edit, name="team-agent"),
     path(T + "agents/<str:name>/delete", teams.agent_delete, name="team-agent-delete"),

@@ -8,12 +8,15 @@ Every change is one transaction that writes one audit entry naming the person
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Callable
 from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
@@ -29,8 +32,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from hooks import services as hooks
 from hooks.forms import WebhookForm
 from jobs import access, services, workspace
-from jobs.errors import Conflict, ServiceError
+from jobs.errors import Conflict, NotFound, ServiceError
 from jobs.models import NAME_VALIDATOR, Agent, Membership, Repository, Role, Team
+
+log = logging.getLogger(__name__)
 
 # --- who may manage ----------------------------------------------------------------------------
 
@@ -143,12 +148,24 @@ class RegisterRepositoryForm(forms.Form):
 class RepositoryForm(forms.ModelForm):
     class Meta:
         model = Repository
-        fields = ["push_url", "default_branch"]
+        fields = ["name", "push_url", "default_branch"]
         labels = {"push_url": "Push URL"}
         help_texts = {
+            "name": "Its jobs keep their history; the API, the CLI and MCP clients use the new "
+            "name from then on.",
             "push_url": "Where merged results are pushed. Empty: they stay in AgentHub's copy.",
             "default_branch": "Jobs start from it unless they name another ref.",
         }
+
+    def clean_name(self) -> str:
+        # The model's unique (team, name) constraint is not checked by the form: team is not
+        # one of its fields.
+        name = self.cleaned_data["name"]
+        team = self.instance.team
+        taken = Repository.objects.filter(team=team, name=name).exclude(pk=self.instance.pk)
+        if taken.exists():
+            raise ValidationError(f"Team {team.name} already has a repository named {name!r}.")
+        return name
 
     def clean_push_url(self) -> str:
         return _check_push_url(self.cleaned_data["push_url"])
@@ -341,6 +358,55 @@ def _keep_an_admin(membership: Membership, verb: str) -> None:
         )
 
 
+def delete_repository(actor: Any, repo: Repository) -> str | None:
+    """Delete a repository no job has used, and AgentHub's bare copy of it (the store), but only
+    when that copy really lies inside AGENTHUB_DATA_DIR/stores/. Its source and push URL are never
+    touched. None when the store was removed; otherwise why it was not, for the person."""
+    store = own_store(repo)
+    with transaction.atomic():
+        # Locked so that a job submitted meanwhile either lands first, and is counted, or fails
+        # on the deleted row (Job.repository is PROTECT).
+        locked = Repository.objects.select_for_update().filter(pk=repo.pk).first()
+        if locked is None:
+            raise NotFound(f"Repository {repo.name} was deleted meanwhile.")
+        job_count = locked.jobs.count()
+        if job_count:
+            raise Conflict(
+                f"Repository {locked.name} cannot be deleted: its {job_count} job(s) keep it in "
+                "their history. Rename it instead."
+            )
+        locked.delete()
+        services.audit_change(
+            actor, "delete", locked, store=locked.store_path, remove_store=store is not None
+        )
+    # Only after the commit: a rolled-back delete must still find its store.
+    if store is None:
+        real = Path(repo.store_path).resolve()
+        where = repo.store_path if str(real) == repo.store_path else f"{repo.store_path} (→ {real})"
+        return (
+            f"Its store {where} was left on disk: it is not inside AgentHub's stores "
+            f"({settings.AGENTHUB_DATA_DIR / 'stores'}), and AgentHub deletes nothing outside them."
+        )
+    try:
+        shutil.rmtree(store)  # removes symlinks inside the store, never what they point to
+    except FileNotFoundError:
+        pass  # nothing of it was left on disk
+    except OSError as exc:
+        log.warning("Could not remove the store %s of deleted repository %s: %s", store, repo, exc)
+        return f"Its store {store} could not be removed ({exc}); remove it by hand."
+    return None
+
+
+def own_store(repo: Repository) -> Path | None:
+    """The store's real path if it lies where register_repository makes stores, under
+    AGENTHUB_DATA_DIR/stores/ (symlinks resolved, so none can lead outside), else None."""
+    if not repo.store_path:
+        return None
+    stores = (Path(settings.AGENTHUB_DATA_DIR) / "stores").resolve()
+    store = Path(repo.store_path).resolve()
+    return store if store != stores and store.is_relative_to(stores) else None
+
+
 def values(form: forms.ModelForm) -> dict[str, Any]:
     """The instance's values of the form's fields. Taken before is_valid() for the old values:
     validating writes the new ones into the instance."""
@@ -400,7 +466,7 @@ def _manage_page(request: HttpRequest, team: Team, **forms_: forms.BaseForm) -> 
         "team": team,
         "members": team.memberships.select_related("user").order_by("user__username"),
         "roles": Role.choices,
-        "repositories": team.repositories.order_by("name"),
+        "repositories": team.repositories.annotate(job_count=Count("jobs")).order_by("name"),
         "agents": agents,
         "presets": [(p, p.name in own) for p in Agent.objects.filter(team=None).order_by("name")],
         "add_member_form": AddMemberForm(team=team),
@@ -491,10 +557,39 @@ def repository_edit(request: HttpRequest, team: Team, name: str) -> HttpResponse
     before = values(form)
     if request.method == "POST" and form.is_valid():
         changed = save_with_audit(request.user, form, before)
-        messages.success(request, f"Saved {name}." if changed else "Nothing changed.")
+        saved = f"Saved {repo.name}" + ("." if repo.name == name else f" (renamed from {name}).")
+        messages.success(request, saved if changed else "Nothing changed.")
         return _back(team, "repositories")
     context = {"team": team, "repository": Repository.objects.get(pk=repo.pk), "form": form}
     return render(request, "teams/repository_form.html", context)
+
+
+@team_admin_view
+@require_http_methods(["GET", "POST"])
+def repository_delete(request: HttpRequest, team: Team, name: str) -> HttpResponse:
+    repo = get_object_or_404(Repository, team=team, name=name)
+    if request.method == "GET":
+        context = {
+            "team": team,
+            "repository": repo,
+            "job_count": repo.jobs.count(),
+            "store": own_store(repo),
+            "data_dir": settings.AGENTHUB_DATA_DIR,
+        }
+        return render(request, "teams/repository_delete.html", context)
+    try:
+        store_kept = delete_repository(request.user, repo)
+    except Conflict as exc:
+        messages.error(request, exc.detail)
+        return redirect("team-repository", team.name, name)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        return _back(team, "repositories")
+    if store_kept is None:
+        messages.success(request, f"Deleted repository {name} and AgentHub's copy of it.")
+    else:
+        messages.warning(request, f"Deleted repository {name}. {store_kept}")
+    return _back(team, "repositories")
 
 
 @team_admin_view

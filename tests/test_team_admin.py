@@ -5,10 +5,12 @@ the team's members and reviewers 403, and nobody reaches another team's things."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -267,6 +269,16 @@ def test_an_admin_may_step_down_while_another_admin_remains(admin, dana, bob):
 # --- repositories ------------------------------------------------------------------------------
 
 
+def edit_form(repo: Repository, **values: str) -> dict[str, str]:
+    """The repository edit form as the browser posts it, unchanged but for `values`."""
+    return {
+        "name": repo.name,
+        "push_url": repo.push_url,
+        "default_branch": repo.default_branch,
+        **values,
+    }
+
+
 def test_admin_registers_a_repository(admin, dana, make_source):
     source = make_source("widgets")
     mark = audit_mark()
@@ -320,7 +332,7 @@ def test_admin_edits_push_url_and_default_branch(admin, dana, repo, tmp_path):
     mark = audit_mark()
     response = admin.post(
         "/teams/demo/repositories/demo/",
-        {"push_url": str(upstream), "default_branch": "develop"},
+        edit_form(repo, push_url=str(upstream), default_branch="develop"),
         follow=True,
     )
     assert "Saved demo." in page(response)
@@ -346,25 +358,13 @@ def test_the_default_branch_must_exist_in_the_store(admin, repo, branch, message
     # Attempts' result branches live in the store too, but are not the repository's own.
     workspace.run_git(["branch", "agenthub/job1/1", "main"], git_dir=Path(repo.store_path))
     mark = audit_mark()
-    response = admin.post(
-        "/teams/demo/repositories/demo/", {"push_url": repo.push_url, "default_branch": branch}
-    )
+    response = admin.post("/teams/demo/repositories/demo/", edit_form(repo, default_branch=branch))
     assert response.status_code == 200
     assert message in page(response).replace("&#x27;", "'")
     assert "<h1>Repository demo</h1>" in page(response)
     repo.refresh_from_db()
     assert repo.default_branch == "main"
     assert entries_since(mark) == []
-
-
-def edit_form(repo: Repository, **values: str) -> dict[str, str]:
-    """The repository edit form as the browser posts it, unchanged but for `values`."""
-    return {
-        "name": repo.name,
-        "push_url": repo.push_url,
-        "default_branch": repo.default_branch,
-        **values,
-    }
 
 
 def test_admin_renames_a_repository_and_its_jobs_follow(admin, dana, alice, repo):
@@ -415,7 +415,7 @@ def test_admin_deletes_a_repository_and_its_store(admin, dana, team, repo):
     store, source, upstream = Path(repo.store_path), Path(repo.source), Path(repo.push_url)
     confirm = page(admin.get("/teams/demo/repositories/demo/delete"))
     assert "Delete repository demo?" in confirm
-    assert f"AgentHub&#x27;s copy of it is removed from disk: <code>{store}</code>" in confirm
+    assert f"AgentHub's copy of it is removed from disk: <code>{store}</code>" in confirm
     assert f"Not touched: its source <code>{source}</code>" in confirm
     mark = audit_mark()
     response = admin.post("/teams/demo/repositories/demo/delete", follow=True)
@@ -445,23 +445,26 @@ def test_a_repository_with_jobs_cannot_be_deleted(admin, alice, repo):
     assert entries_since(mark) == []
 
 
-@pytest.mark.parametrize("how", ["outside", "symlink"])
-def test_a_store_outside_the_data_dir_is_left_on_disk(admin, dana, repo, tmp_path, how):
-    # tmp_path is outside AGENTHUB_DATA_DIR; a symlink inside it must not lead the delete out.
+@pytest.mark.parametrize("how", ["outside", "symlink", "data_dir"])
+def test_a_store_outside_the_stores_is_left_on_disk(admin, dana, repo, tmp_path, how):
+    # tmp_path is outside AGENTHUB_DATA_DIR; a symlink inside the stores must not lead the delete
+    # out; and of the data dir, only the stores are a repository's to remove.
     elsewhere = tmp_path / "elsewhere.git"
+    if how == "data_dir":
+        elsewhere = Path(settings.AGENTHUB_DATA_DIR) / f"not-a-store-{tmp_path.name}.git"
     workspace.run_git(["clone", "-q", "--bare", repo.store_path, str(elsewhere)])
     store = elsewhere
     if how == "symlink":
-        store = Path(repo.store_path).with_name("linked.git")
+        store = Path(repo.store_path + "-link")
         store.symlink_to(elsewhere)
     Repository.objects.filter(pk=repo.pk).update(store_path=str(store))
-    assert "is not inside AGENTHUB_DATA_DIR" in page(
+    assert "is not inside AgentHub's stores" in page(
         admin.get("/teams/demo/repositories/demo/delete")
     )
     mark = audit_mark()
     body = page(admin.post("/teams/demo/repositories/demo/delete", follow=True))
     assert f"Deleted repository demo. Its store {store}" in body
-    assert "was left on disk: it is not inside AGENTHUB_DATA_DIR" in body
+    assert "was left on disk: it is not inside AgentHub&#x27;s stores" in body
     assert not Repository.objects.filter(pk=repo.pk).exists()
     assert Path(elsewhere, "HEAD").is_file() and store.exists()
     entry = one_entry_since(mark)
@@ -469,6 +472,8 @@ def test_a_store_outside_the_data_dir_is_left_on_disk(admin, dana, repo, tmp_pat
     assert entry.data == {"store": str(store), "remove_store": False}
     if how == "symlink":
         store.unlink()
+    if how == "data_dir":
+        shutil.rmtree(elsewhere)
 
 
 def test_members_and_reviewers_cannot_rename_or_delete_a_repository(client, alice, bob, repo):
