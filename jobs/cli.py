@@ -608,7 +608,12 @@ def cmd_diff(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_review(client: Client, args: argparse.Namespace) -> int:
-    body = {"decision": args.decision, "comment": args.comment, "attempt": args.attempt}
+    body = {
+        "decision": args.decision,
+        "comment": args.comment,
+        "attempt": args.attempt,
+        "comments": [line_comment(where, text) for where, text in args.lines],
+    }
     review = client.json("POST", job_path(args.id, "reviews"), body=body)
     if args.json:
         out_json(review)
@@ -766,6 +771,28 @@ def _review_arguments(sub: argparse.ArgumentParser) -> None:
         "-m", "--message", "--comment", dest="comment", help="comment (what to change)"
     )
     sub.add_argument("--attempt", type=int, help="attempt number (default: the result)")
+    sub.add_argument(
+        "--line",
+        dest="lines",
+        action="append",
+        nargs=2,
+        type=str,
+        default=[],
+        metavar=("PATH:LINE", "TEXT"),
+        help="a comment on a line of the diff (PATH:LINE:old for a removed line); repeatable",
+    )
+
+
+def line_comment(where: str, body: str) -> dict[str, Any]:
+    """`--line PATH:LINE[:old|:new] TEXT` as the API's comment object."""
+    path, side = where, "new"
+    head, _, last = where.rpartition(":")
+    if last in ("old", "new") and head:
+        path, side = head, last
+    path, _, line = path.rpartition(":")
+    if not path or not line.isdigit() or int(line) < 1:
+        raise CliError(f"--line {where!r}: write PATH:LINE (or PATH:LINE:old), e.g. app.py:12.", 2)
+    return {"path": path, "line": int(line), "side": side, "body": body}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Required, TypedDict, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -18,6 +18,16 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from jobs.cli import UNSETTLED, Client, CliError, job_path
+
+
+class LineComment(TypedDict, total=False):
+    """A review's comment on one line of the diff."""
+
+    path: Required[str]
+    line: Required[int]
+    side: Literal["new", "old"]
+    body: Required[str]
+
 
 # How often wait_for_job looks again (and reports progress) while the job runs.
 WAIT_POLL_SECONDS = 10
@@ -96,10 +106,17 @@ def build_server(client: Client) -> MCPServer:
         job_id: str,
         decision: Literal["approve", "reject", "request_changes"],
         comment: str = "",
+        line_comments: list[LineComment] | None = None,
     ) -> dict[str, Any]:
         """Approve, reject or request changes on a job's result (reviewers only; not your own
-        job). request_changes starts a follow-up attempt with `comment` added to the task."""
-        body = {"decision": decision, "comment": comment}
+        job). request_changes starts a follow-up attempt with `comment` and the line comments
+        added to the task. A line comment names a file the result changes, a line number in
+        it, and side "old" for a removed line ("new", the default, for the result's lines)."""
+        body = {
+            "decision": decision,
+            "comment": comment,
+            "comments": [dict(c) for c in line_comments or []],
+        }
         return call("POST", job_path(job_id, "reviews"), body=body)
 
     return server

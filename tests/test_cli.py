@@ -22,7 +22,16 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from jobs.cli import Client, clean, config_path, credentials, main, save_config
+from jobs.cli import (
+    Client,
+    CliError,
+    clean,
+    config_path,
+    credentials,
+    line_comment,
+    main,
+    save_config,
+)
 from jobs.models import ApiToken, Attempt, Job, Review
 from tests.conftest import ROOT, Workers, job_status, shell_agent, wait_for
 
@@ -272,6 +281,47 @@ def test_reviewer_approves_then_merge_prints_the_commit(agenthub, alice, bob, re
     assert re.fullmatch(r"[0-9a-f]{40}\n", merged.out)
     job = Job.objects.get(public_id=public_id)
     assert (job.status, job.merge_commit) == ("merged", merged.out.strip())
+
+
+def test_review_sends_comments_on_lines_of_the_diff(agenthub, alice, bob, repo, workers):
+    public_id = submit(agenthub, alice, "echo hello > hello.txt && echo x >> app.py")
+    workers.burst()
+    refused = agenthub(bob, "review", public_id, "--approve", "--line", "nope.py:1", "x")
+    assert refused.code == 1
+    assert "'nope.py' is not a file attempt" in refused.err
+
+    done = agenthub(
+        bob, "review", public_id, "--request-changes", "-m", "echo again > again.txt",
+        "--line", "hello.txt:1", "say hello, world",
+        "--line", "app.py:3:new", "drop this line",
+    )  # fmt: skip
+
+    assert done.code == 0, done.err
+    assert done.out == f"{public_id} queued (attempt 1)\n"  # the follow-up waits for a worker
+    review = Review.objects.get(attempt__job__public_id=public_id)
+    assert [c.as_dict() for c in review.line_comments.all()] == [
+        {"path": "app.py", "line": 3, "side": "new", "body": "drop this line"},
+        {"path": "hello.txt", "line": 1, "side": "new", "body": "say hello, world"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("app.py:12", {"path": "app.py", "line": 12, "side": "new"}),
+        ("src/a:b.py:3:old", {"path": "src/a:b.py", "line": 3, "side": "old"}),
+        ("src/a:b.py:3", {"path": "src/a:b.py", "line": 3, "side": "new"}),
+    ],
+)
+def test_a_line_is_named_path_colon_line(where, expected):
+    assert line_comment(where, "text") == {**expected, "body": "text"}
+
+
+@pytest.mark.parametrize("where", ["app.py", "app.py:0", "app.py:x", ":3", "app.py:3:left"])
+def test_a_line_that_is_not_path_colon_line_is_a_usage_error(where):
+    with pytest.raises(CliError, match="write PATH:LINE") as refused:
+        line_comment(where, "text")
+    assert refused.value.code == 2
 
 
 def test_merge_conflict_lists_the_files_and_exits_1(agenthub, alice, bob, repo, workers):

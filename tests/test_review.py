@@ -3,11 +3,13 @@ agent's policy sets how many are needed, and "request changes" continues on a ne
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from jobs import services
-from jobs.errors import Conflict, Forbidden, NotFound
-from jobs.models import Attempt, AttemptStatus, AuditEntry, Job, JobStatus
+from jobs.errors import BadInput, Conflict, Forbidden, NotFound
+from jobs.models import Attempt, AttemptStatus, AuditEntry, Job, JobStatus, LineComment, Review
 from tests.conftest import _member, shell_agent
 
 
@@ -152,3 +154,147 @@ def test_merge_refuses_a_result_with_paths_that_would_escape(alice, bob, repo):
     assert refused.value.conflicts == [".git/hooks"]
     assert workspace.resolve_commit(store, "main") == before
     assert AuditEntry.objects.filter(action="job.merge_refused", actor=bob).count() == 1
+
+
+# --- comments on lines of the diff --------------------------------------------------------------
+
+
+def result_touching(user, *files: dict) -> Job:
+    """finished_job, whose result changes `files` (as jobs.services stores them)."""
+    job = finished_job(user)
+    Attempt.objects.filter(job=job).update(files=list(files))
+    return job
+
+
+def changed(path: str, old_path: str | None = None) -> dict:
+    return {"path": path, "old_path": old_path, "status": "modified", "added": 1, "deleted": 1}
+
+
+@pytest.mark.django_db
+class TestLineComments:
+    def test_they_are_kept_with_the_review_and_in_its_audit_entry(self, alice, bob, repo):
+        job = result_touching(alice, changed("calc/ops.py"), changed("b.py", old_path="a.py"))
+        comments = [
+            {"path": "calc/ops.py", "line": 3, "body": "  use // here  "},
+            {"path": "a.py", "line": 7, "side": "old", "body": "why remove this?"},
+        ]
+        review = services.review_job(bob, job, "approve", comment="fine", line_comments=comments)
+        stored = [c.as_dict() for c in review.line_comments.all()]
+        assert stored == [
+            {"path": "a.py", "line": 7, "side": "old", "body": "why remove this?"},
+            {"path": "calc/ops.py", "line": 3, "side": "new", "body": "use // here"},
+        ]
+        entry = AuditEntry.objects.get(action="review.approve", job=job)
+        assert (entry.actor, entry.data["comment"]) == (bob, "fine")
+        assert sorted(c["path"] for c in entry.data["line_comments"]) == ["a.py", "calc/ops.py"]
+
+    @pytest.mark.parametrize(
+        ("comment", "message"),
+        [
+            ({"path": "other.py", "line": 1, "body": "x"}, "comments[0].path: 'other.py' is not"),
+            ({"path": "app.py", "line": 0, "body": "x"}, "comments[0].line: expected a line"),
+            ({"path": "app.py", "line": True, "body": "x"}, "comments[0].line: expected a line"),
+            ({"path": "app.py", "line": "2", "body": "x"}, "comments[0].line: expected a line"),
+            ({"path": "app.py", "line": 2, "side": "left", "body": "x"}, "comments[0].side"),
+            ({"path": "app.py", "line": 2, "body": "   "}, "comments[0].body: write 1-10000"),
+            ({"path": "app.py", "line": 2, "body": "x" * 10_001}, "comments[0].body"),
+        ],
+    )
+    def test_a_bad_one_is_refused_by_name_and_nothing_is_kept(
+        self, alice, bob, repo, comment, message
+    ):
+        job = result_touching(alice, changed("app.py"))
+        with pytest.raises(BadInput, match=re.escape(message)) as refused:
+            services.review_job(bob, job, "request_changes", line_comments=[comment])
+        assert refused.value.field == "comments"
+        assert not Review.objects.exists() and not LineComment.objects.exists()
+        assert Job.objects.get(pk=job.pk).status == JobStatus.NEEDS_REVIEW
+        assert job.attempts.count() == 1
+
+    def test_at_most_two_hundred(self, alice, bob, repo):
+        job = result_touching(alice, changed("app.py"))
+        many = [{"path": "app.py", "line": n, "body": "x"} for n in range(1, 202)]
+        with pytest.raises(BadInput, match="At most 200 line comments"):
+            services.review_job(bob, job, "approve", line_comments=many)
+
+    def test_request_changes_puts_them_into_the_follow_up_as_comment_lines(self, alice, bob, repo):
+        job = result_touching(alice, changed("app.py"))
+        comments = [
+            {"path": "app.py", "line": 2, "body": "return a greeting\nwith a name"},
+            {"path": "app.py", "line": 1, "side": "old", "body": "keep the docstring"},
+        ]
+        services.review_job(
+            bob, job, "request_changes", comment="echo more", line_comments=comments
+        )
+        job.refresh_from_db()
+        assert job.prompt == (
+            "true\n\n"
+            "# Changes requested by bob on attempt 1:\n"
+            "echo more\n"
+            "# app.py:1 (removed): keep the docstring\n"
+            "# app.py:2: return a greeting\n"
+            "#   with a name\n"
+        )
+        assert job.attempts.count() == 2
+
+    def test_line_comments_alone_are_enough_for_a_follow_up(self, alice, bob, repo):
+        job = result_touching(alice, changed("app.py"))
+        services.review_job(
+            bob, job, "request_changes", line_comments=[{"path": "app.py", "line": 1, "body": "x"}]
+        )
+        job.refresh_from_db()
+        assert job.prompt.endswith("# Changes requested by bob on attempt 1:\n# app.py:1: x\n")
+
+
+@pytest.mark.django_db
+def test_the_api_takes_line_comments_and_shows_them_with_the_review(api, alice, bob, repo):
+    job = result_touching(alice, changed("app.py"))
+    path = f"/api/v1/jobs/{job.public_id}/reviews"
+    bad = api(bob).post(
+        path, {"decision": "approve", "comments": [{"path": "app.py", "line": "3", "body": "x"}]}
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "invalid" and "line" in bad.json()["detail"]
+    outside = api(bob).post(
+        path, {"decision": "approve", "comments": [{"path": "etc/passwd", "line": 3, "body": "x"}]}
+    )
+    assert outside.status_code == 400
+    assert outside.json()["field"] == "comments"
+    assert "'etc/passwd' is not a file attempt 1 changes" in outside.json()["detail"]
+
+    body = {
+        "decision": "approve",
+        "comments": [{"path": "app.py", "line": 3, "body": "<b>nice</b>"}],
+    }
+    assert api(bob).post(path, body).status_code == 201
+    reviews = api(alice).get(f"/api/v1/jobs/{job.public_id}").json()["reviews"]
+    assert reviews[0]["comments"] == [
+        {"path": "app.py", "line": 3, "side": "new", "body": "<b>nice</b>"}
+    ]
+
+
+@pytest.mark.slow
+def test_a_follow_up_with_line_comments_runs_and_never_runs_them(api, alice, bob, repo, workers):
+    public_id = (
+        api(alice)
+        .post(
+            "/api/v1/jobs", {"repo": "demo", "agent": "shell", "prompt": "echo hello > hello.txt"}
+        )
+        .json()["id"]
+    )
+    workers.burst()
+    remark = {"path": "hello.txt", "line": 1, "body": "$(touch pwned) `touch pwned2`\ntouch pwned3"}
+    response = api(bob).post(
+        f"/api/v1/jobs/{public_id}/reviews",
+        {"decision": "request_changes", "comment": "echo world > world.txt", "comments": [remark]},
+    )
+    assert response.status_code == 201
+    workers.burst()
+
+    second = Attempt.objects.get(job__public_id=public_id, number=2)
+    assert second.status == AttemptStatus.SUCCEEDED
+    # The shell agent ran the overall comment; the line comment was only a '#' line to it.
+    assert sorted(f["path"] for f in second.files) == ["hello.txt", "world.txt"]
+    assert "# hello.txt:1: $(touch pwned) `touch pwned2`\n#   touch pwned3\n" in (
+        Job.objects.get(public_id=public_id).prompt
+    )
