@@ -95,8 +95,20 @@ def test_staff_without_permissions_can_read_the_history(client, staff, alice, re
 @pytest.fixture
 def reviewed_job(alice, bob, repo) -> Job:
     job = finished_job(alice, files=["app.py"])
-    services.review_job(bob, job, "approve")
+    remark = {"path": "app.py", "line": 2, "body": "<b>tidy</b> later"}
+    services.review_job(bob, job, "approve", line_comments=[remark])
     return job
+
+
+def test_line_comments_show_escaped_on_the_job_and_review_pages(admin_client, reviewed_job):
+    review = Review.objects.get(attempt__job=reviewed_job)
+    for path in (
+        f"/admin/jobs/job/{reviewed_job.pk}/change/",
+        f"/admin/jobs/review/{review.pk}/change/",
+    ):
+        body = admin_client.get(path).content.decode()
+        assert "app.py:2" in body
+        assert "&lt;b&gt;tidy&lt;/b&gt; later" in body and "<b>tidy" not in body
 
 
 def one_of_each(job: Job) -> dict[str, Any]:

@@ -240,6 +240,7 @@ def job_history(job: Job) -> dict[str, Any]:
         ],
         "reviews": Review.objects.filter(attempt__job=job)
         .select_related("reviewer", "attempt")
+        .prefetch_related("line_comments")
         .order_by("created_at", "pk"),
         "audit_entries": job.audit.order_by("seq"),
         "event_count": Event.objects.filter(attempt__job=job).count(),
@@ -374,8 +375,16 @@ class ReviewAdmin(ReadOnlyAdmin):
     list_select_related = ("attempt__job", "reviewer")
     search_fields = ("attempt__job__public_id", "reviewer__username", "comment")
     ordering = ("-created_at", "-pk")
-    readonly_fields = ("comment_text",)
-    fields = ("attempt", "reviewer", "decision", "comment_text", "diff_hash", "created_at")
+    readonly_fields = ("comment_text", "line_comment_list")
+    fields = (
+        "attempt",
+        "reviewer",
+        "decision",
+        "comment_text",
+        "line_comment_list",
+        "diff_hash",
+        "created_at",
+    )
 
     @admin.display(description="diff hash")
     def short_hash(self, review: Review) -> str:
@@ -384,6 +393,10 @@ class ReviewAdmin(ReadOnlyAdmin):
     @admin.display(description="comment")
     def comment_text(self, review: Review) -> SafeString:
         return _pre(review.comment)
+
+    @admin.display(description="line comments")
+    def line_comment_list(self, review: Review) -> SafeString:
+        return _pre("\n".join(f"{c.where}: {c.body}" for c in review.line_comments.all()))
 
 
 @admin.register(AuditEntry)
