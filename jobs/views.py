@@ -4,11 +4,12 @@ jobs.access, changes through jobs.services, live updates through jobs.consumers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import zip_longest
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -18,7 +19,7 @@ from django_htmx.middleware import HtmxDetails
 from jobs import access, services
 from jobs.errors import Conflict, ServiceError
 from jobs.forms import ReviewForm, SubmitForm
-from jobs.models import Attempt, Job, JobStatus, Role
+from jobs.models import Attempt, Job, JobStatus, LineComment, Role
 from jobs.streaming import Lines, batched
 
 FILTERS = ("status", "repo", "agent", "mine")
@@ -137,9 +138,12 @@ def job_log(request: HtmxHttpRequest, public_id: str) -> StreamingHttpResponse:
 
 @login_required
 def review_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    return _review_page_response(request, _job(request, public_id))
+
+
+def _review_page_response(request: HtmxHttpRequest, job: Job, **extra: Any) -> HttpResponse:
     from jobs import diffview
 
-    job = _job(request, public_id)
     context = _review_context(request, job)
     attempt = context["attempt"]
     files = diffview.parse_patch(attempt.patch, attempt.files) if attempt else []
@@ -147,9 +151,17 @@ def review_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     context.update(
         {
             "files": files,
+            # Shown under their lines: only this attempt's, as other results number lines
+            # differently (History in the panel lists every attempt's).
+            "line_comments": LineComment.objects.filter(review__attempt=attempt)
+            .select_related("review__reviewer")
+            .order_by("review__created_at", "id")
+            if attempt
+            else [],
             "tree": diffview.file_tree(files),
             "diff_file_url": reverse("job-diff-file", args=[job.public_id])
             + (f"?attempt={attempt.number}&" if attempt else "?"),
+            **extra,
         }
     )
     return render(request, "jobs/review.html", context)
@@ -182,7 +194,7 @@ def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
         "job": job,
         "attempts": attempts,
         "attempt": attempt,
-        "reviews": job.reviews_qs().order_by("created_at"),
+        "reviews": job.reviews_qs().order_by("created_at").prefetch_related("line_comments"),
         "approvals": services.approvals(attempt) if attempt and attempt.diff_hash else 0,
         "why_not_review": _why_not_review(request.user, job, member, attempt),
         # The form only while a decision can still be taken; after that, the reason alone.
@@ -194,6 +206,9 @@ def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
         if job.status == JobStatus.MERGED
         else None,
         "form": ReviewForm(initial={"attempt": attempt.number if attempt else None}),
+        # What the reviewer typed, given back when their decision was refused (review_action).
+        "typed_comment": "",
+        "pending_comments": [],
     }
 
 
@@ -219,8 +234,17 @@ def review_panel(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
 @login_required
 @require_POST
 def review_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    """A decision from the review panel's form, with its overall comment and its line comments.
+
+    Line comments come as four repeated fields, one value per comment in each and in the same
+    order: comment_path, comment_line, comment_side (new|old) and comment_body (review.js
+    writes them into the form). services.review_job checks them; when it refuses the decision,
+    the panel comes back with the error and with everything typed, line comments as pending.
+    A decision taken triggers "review-decided" ({decision}) in the browser.
+    """
     job = _job(request, public_id)
     form = ReviewForm(request.POST)
+    line_comments = _posted_line_comments(request.POST)
     error = ""
     if form.is_valid():
         try:
@@ -230,12 +254,36 @@ def review_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
                 form.cleaned_data["decision"],
                 comment=form.cleaned_data["comment"],
                 attempt=form.cleaned_data["attempt"],
+                line_comments=line_comments,
             )
         except ServiceError as exc:
             error = exc.detail
     else:
         error = "Choose approve, reject or request changes."
-    return _panel_response(request, job, error)
+    if error:
+        kept = {"typed_comment": request.POST.get("comment", ""), "pending_comments": line_comments}
+        return _panel_response(request, job, error, **kept)
+    response = _panel_response(request, job, error)
+    # review.js turns the pending comments into given ones on this (not on the swap, which a
+    # refresh of the panel may have overtaken).
+    return trigger_client_event(
+        response, "review-decided", {"decision": form.cleaned_data["decision"]}
+    )
+
+
+def _posted_line_comments(post: QueryDict) -> list[dict[str, Any]]:
+    """The form's line comments as services.review_job takes them. A line that is not a number
+    is passed on as typed, so the service's error names it; missing values are empty."""
+    fields = [post.getlist(f"comment_{name}") for name in ("path", "line", "side", "body")]
+    return [
+        {
+            "path": path,
+            "line": int(line) if line.isascii() and line.isdigit() else line,
+            "side": side,
+            "body": body,
+        }
+        for path, line, side, body in zip_longest(*fields, fillvalue="")
+    ]
 
 
 @login_required
@@ -252,12 +300,17 @@ def merge_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     return _panel_response(request, job, error)
 
 
-def _panel_response(request: HtmxHttpRequest, job: Job, error: str) -> HttpResponse:
+def _panel_response(request: HtmxHttpRequest, job: Job, error: str, **typed: Any) -> HttpResponse:
     job.refresh_from_db()
     if not request.htmx:
+        # Without JavaScript a refusal shows on the whole page, the typed comment kept.
+        if error:
+            return _review_page_response(request, job, error=error, **typed)
         return redirect("job-review", public_id=job.public_id)
     return render(
-        request, "jobs/_review_panel.html", {**_review_context(request, job), "error": error}
+        request,
+        "jobs/_review_panel.html",
+        {**_review_context(request, job), "error": error, **typed},
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from asgiref.sync import async_to_sync
 
@@ -11,6 +13,7 @@ from jobs.models import Job
 pytestmark = pytest.mark.django_db
 
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+ESCAPED_XSS = "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;"
 
 
 def test_anonymous_visitors_are_sent_to_sign_in(client):
@@ -140,3 +143,167 @@ def test_review_page_explains_why_the_submitter_cannot_approve(client, alice, re
     page = client.get(f"/jobs/{job.public_id}/review/").content.decode()
     assert 'data-role="approve" disabled' in page
     assert "You submitted this job; someone else has to review it." in page
+
+
+# --- line comments on the review page ----------------------------------------------------------
+
+PATCH = (
+    "diff --git a/app.py b/app.py\n"
+    "index 1111111..2222222 100644\n"
+    "--- a/app.py\n"
+    "+++ b/app.py\n"
+    "@@ -1,2 +1,3 @@\n"
+    " def greet():\n"
+    "-    return 'hello'\n"
+    "+    return 'hi'\n"
+    "+# done\n"
+)
+FILES = [
+    {"path": "app.py", "status": "modified", "added": 2, "deleted": 1, "binary": False},
+]
+
+
+def finish_with_patch(attempt) -> Job:
+    """End a queued attempt with a one-file result, as a worker would, without running one."""
+    from jobs.models import Attempt, AttemptStatus
+
+    services.claim_attempt(attempt.pk, "test")
+    Attempt.objects.filter(pk=attempt.pk).update(
+        result_commit=attempt.job.base_commit,
+        diff_hash=f"{attempt.number}" * 64,
+        patch=PATCH,
+        files=FILES,
+    )
+    services.finish_attempt(attempt.pk, AttemptStatus.SUCCEEDED, exit_code=0)
+    return Job.objects.get(pk=attempt.job_id)
+
+
+def job_to_review(alice) -> Job:
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    return finish_with_patch(job.attempts.get())
+
+
+def decide(client, job, decision, comment="", comments=(), htmx=True):
+    data = {"decision": decision, "comment": comment, "attempt": 1}
+    for name in ("path", "line", "side", "body"):
+        data[f"comment_{name}"] = [str(c[name]) for c in comments]
+    extra = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    return client.post(f"/jobs/{job.public_id}/review/decide", data, **extra)
+
+
+def test_a_decision_sends_its_line_comments_to_the_follow_up(client, alice, bob, repo):
+    job = job_to_review(alice)
+    client.force_login(bob)
+    response = decide(
+        client,
+        job,
+        "request_changes",
+        comment="Nearly.",
+        comments=[
+            {"path": "app.py", "line": 3, "side": "new", "body": "Say why it is done."},
+            {"path": "app.py", "line": 2, "side": "old", "body": "Keep hello."},
+        ],
+    )
+    review = job.reviews_qs().get()
+    assert [c.as_dict() for c in review.line_comments.all()] == [
+        {"path": "app.py", "line": 2, "side": "old", "body": "Keep hello."},
+        {"path": "app.py", "line": 3, "side": "new", "body": "Say why it is done."},
+    ]
+    assert "# app.py:3: Say why it is done." in Job.objects.get(pk=job.pk).prompt
+    # review.js marks the pending comments as given on this trigger.
+    assert json.loads(response["HX-Trigger"]) == {"review-decided": {"decision": "request_changes"}}
+    history = response.content.decode()
+    assert "requested changes on attempt 1: Nearly. · 2 line comments" in history
+    assert "<code>app.py:2 (removed)</code> — Keep hello." in history
+
+
+def test_a_line_comment_on_a_file_not_changed_is_refused_and_everything_typed_comes_back(
+    client, alice, bob, repo
+):
+    job = job_to_review(alice)
+    client.force_login(bob)
+    response = decide(
+        client,
+        job,
+        "request_changes",
+        comment="My overall remark",
+        comments=[
+            {"path": "app.py", "line": 3, "side": "new", "body": "A good line"},
+            {"path": "nope.py", "line": 1, "side": "new", "body": XSS},
+        ],
+    )
+    body = response.content.decode()
+    assert "comments[1].path: &#x27;nope.py&#x27; is not a file attempt 1 changes." in body
+    assert ">My overall remark</textarea>" in body
+    assert '<input type="hidden" name="comment_body" value="A good line">' in body
+    assert "2 line comments will be sent with your review" in body
+    # The hostile body is kept as text: in the pending list and in its hidden field.
+    assert "<script>alert(1)" not in body
+    assert body.count(ESCAPED_XSS) == 2
+    assert not job.reviews_qs().exists()
+    assert Job.objects.get(pk=job.pk).status == "needs_review"
+
+
+def test_a_line_that_is_not_a_number_is_named_in_the_error(client, alice, bob, repo):
+    job = job_to_review(alice)
+    client.force_login(bob)
+    wrong = {"path": "app.py", "line": "3x", "side": "new", "body": "x"}
+    body = decide(client, job, "approve", comments=[wrong]).content.decode()
+    assert "comments[0].line: expected a line number, not &#x27;3x&#x27;." in body
+    assert not job.reviews_qs().exists()
+
+
+def test_without_javascript_a_refused_decision_shows_the_page_with_the_comment_kept(
+    client, alice, bob, repo
+):
+    job = job_to_review(alice)
+    client.force_login(bob)
+    response = decide(client, job, "maybe", comment="Typed before the mistake", htmx=False)
+    body = response.content.decode()
+    assert response.status_code == 200 and "<html" in body
+    assert "Choose approve, reject or request changes." in body
+    assert ">Typed before the mistake</textarea>" in body
+
+
+def test_given_line_comments_render_as_text_under_the_diff_and_in_history(client, alice, bob, repo):
+    job = job_to_review(alice)
+    services.review_job(
+        bob, job, "approve", line_comments=[{"path": "app.py", "line": 3, "body": XSS}]
+    )
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.public_id}/review/").content.decode()
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
+    listed = page[page.index('data-role="submitted-line-comments"') : page.index("diff-layout")]
+    assert 'data-path="app.py" data-side="new" data-line="3"' in listed
+    assert ESCAPED_XSS in listed
+    history = page[page.index("<h4>History</h4>") :]
+    assert "approved attempt 1 · 1 line comment" in history
+    assert "<code>app.py:3</code> — &lt;script&gt;alert(1)" in history
+
+
+def test_an_older_attempts_line_comments_are_in_history_but_not_under_the_new_diff(
+    client, alice, bob, repo
+):
+    job = job_to_review(alice)
+    services.review_job(
+        bob,
+        job,
+        "request_changes",
+        line_comments=[{"path": "app.py", "line": 3, "body": "Not yet."}],
+    )
+    finish_with_patch(job.attempts.get(number=2))
+    client.force_login(bob)
+    latest = client.get(f"/jobs/{job.public_id}/review/").content.decode()
+    assert "submitted-line-comments" not in latest
+    assert "<code>app.py:3</code> — Not yet." in latest
+    first = client.get(f"/jobs/{job.public_id}/review/?attempt=1").content.decode()
+    assert 'data-role="submitted-line-comments"' in first
+
+
+def test_the_review_page_gives_line_comments_what_they_need(client, alice, bob, repo):
+    job = job_to_review(alice)
+    client.force_login(bob)
+    page = client.get(f"/jobs/{job.public_id}/review/").content.decode()
+    assert '<script src="/static/agenthub/review.js" defer></script>' in page
+    assert '<div class="diff-scroll" data-path="app.py">' in page
+    assert 'data-role="pending-comments" hidden' in page
