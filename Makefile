@@ -25,11 +25,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy agenthub jobs notify hooks
 
 # Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's,
-# in a place the sandbox users can reach wherever the checkout is.
+# in a place the sandbox users can reach wherever the checkout is. pytest's tmp_path lives beside
+# it too: under the shared /tmp/pytest-of-<user>, which every pytest run resets to 0700, a
+# sandbox user could lose its way to a test's workspace whenever another run starts.
 TEST_DATA_DIR ?= /tmp/agenthub-test
 test: lint typecheck
 	rm -rf $(TEST_DATA_DIR) && mkdir -m 755 -p $(TEST_DATA_DIR)
-	AGENTHUB_DATA_DIR=$(TEST_DATA_DIR) $(BIN)/python -m agenthub.embedded_redis $(BIN)/pytest $(PYTEST_ARGS)
+	AGENTHUB_DATA_DIR=$(TEST_DATA_DIR) $(BIN)/python -m agenthub.embedded_redis \
+		$(BIN)/pytest --basetemp=$(TEST_DATA_DIR)-tmp $(PYTEST_ARGS)
 
 # The docker backend's sandbox image (app-image: also web/worker), built without a registry and
 # reused when unchanged; see docker/README.md.
