@@ -332,6 +332,36 @@ def cmd_login(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logout(args: argparse.Namespace) -> int:
+    """Forget the saved server and token; with --revoke, revoke that token on the server first
+    (else it stays valid: revoke it on /settings/tokens/)."""
+    saved = load_config()
+    path = config_path()
+    revoked = None
+    if args.revoke and saved.get("token"):
+        url, key = saved.get("url", DEFAULT_URL), saved["token"]
+        with Client(url, key) as client:
+            listed = client.request("GET", "/tokens").json()
+            mine = [t for t in listed if isinstance(t, dict) and key.startswith(t["prefix"])]
+            if len(mine) != 1:
+                raise CliError(
+                    f"cannot tell which of your tokens is the saved one ({len(mine)} match); "
+                    "revoke it on /settings/tokens/. Nothing was changed.",
+                )
+            client.request("DELETE", f"/tokens/{mine[0]['id']}")
+            revoked = mine[0]["name"]
+    removed = path.exists()
+    path.unlink(missing_ok=True)
+    if args.json:
+        out_json({"config": str(path), "removed": removed, "revoked": revoked})
+    elif not removed:
+        out(clean(f"Not logged in: {path} does not exist."))
+    else:
+        note = f"revoked token {revoked!r} and " if revoked else ""
+        out(clean(f"Logged out: {note}removed {path}."))
+    return 0
+
+
 def ask(prompt: str) -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().strip()
@@ -711,6 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("login", None, "save the server URL and your API token", job=False)
+    add("logout", None, "forget the saved server URL and token", job=False).add_argument(
+        "--revoke", action="store_true", help="also revoke the saved token on the server"
+    )
     _submit_arguments(add("submit", cmd_submit, "submit a job and print its id", job=False))
     add("status", cmd_status, "show a job")
     _list_arguments(add("list", cmd_list, "list your teams' jobs, newest first", job=False))
@@ -802,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.func is None:
-            return cmd_login(args)
+            return cmd_logout(args) if args.command == "logout" else cmd_login(args)
         with Client(*credentials(args)) as client:
             code: int = args.func(client, args)
             return code

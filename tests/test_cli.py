@@ -906,6 +906,40 @@ def test_login_with_a_bad_token_saves_nothing(agenthub, live_server):
     assert not config_path().exists()
 
 
+def test_logout_forgets_the_saved_login_and_the_token_stays_valid(agenthub, alice, live_server):
+    token, key = ApiToken.issue(alice, "laptop")
+    save_config(live_server.url, key)
+
+    done = agenthub(None, "logout")
+
+    assert done.code == 0, done.err
+    assert done.out == f"Logged out: removed {config_path()}.\n"
+    assert not config_path().exists()
+    token.refresh_from_db()
+    assert token.is_usable
+    again = agenthub(None, "logout", "--json")
+    assert json.loads(again.out) == {
+        "config": str(config_path()),
+        "removed": False,
+        "revoked": None,
+    }
+
+
+def test_logout_revoke_revokes_the_saved_token_on_the_server(agenthub, alice, live_server):
+    other, _ = ApiToken.issue(alice, "ci")
+    token, key = ApiToken.issue(alice, "laptop")
+    save_config(live_server.url, key)
+
+    done = agenthub(None, "logout", "--revoke")
+
+    assert done.code == 0, done.err
+    assert done.out == f"Logged out: revoked token 'laptop' and removed {config_path()}.\n"
+    token.refresh_from_db()
+    other.refresh_from_db()
+    assert token.revoked_at is not None and other.revoked_at is None
+    assert not config_path().exists()
+
+
 def test_the_environment_overrides_the_saved_login(agenthub, alice, carol, repo, live_server):
     public_id = submit(agenthub, alice, "true")
     save_config(live_server.url, ApiToken.issue(carol, "saved")[1])
