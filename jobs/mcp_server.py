@@ -10,23 +10,24 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, Literal, Required, TypedDict, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
 
 from jobs.cli import UNSETTLED, Client, CliError, job_path
 
 
-class LineComment(TypedDict, total=False):
+class LineComment(BaseModel):
     """A review's comment on one line of the diff."""
 
-    path: Required[str]
-    line: Required[int]
-    side: Literal["new", "old"]
-    body: Required[str]
+    path: str = Field(description="a file the result changes")
+    line: int = Field(ge=1, description="the line's number in that file")
+    side: Literal["new", "old"] = Field("new", description="old: a removed line")
+    body: str
 
 
 # How often wait_for_job looks again (and reports progress) while the job runs.
@@ -115,7 +116,7 @@ def build_server(client: Client) -> MCPServer:
         body = {
             "decision": decision,
             "comment": comment,
-            "comments": [dict(c) for c in line_comments or []],
+            "comments": [c.model_dump() for c in line_comments or []],
         }
         return call("POST", job_path(job_id, "reviews"), body=body)
 

@@ -184,15 +184,26 @@ def test_review_job_approves_as_the_reviewer(live_server, alice, bob, repo, work
     token = ApiToken.issue(bob, "mcp")[1]
 
     async def use(session: ClientSession) -> CallToolResult:
+        remark = {"path": "x.txt", "line": 1, "body": "a better name?"}
         return await session.call_tool(
-            "review_job", {"job_id": job.public_id, "decision": "approve", "comment": "fine"}
+            "review_job",
+            {
+                "job_id": job.public_id,
+                "decision": "approve",
+                "comment": "fine",
+                "line_comments": [remark],
+            },
         )
 
     reviewed = with_session(live_server.url, token, tmp_path, use)
 
     assert not reviewed.is_error, text(reviewed)
     assert reviewed.structured_content["status"] == "approved"
-    assert job.reviews_qs().get().reviewer == bob
+    review = job.reviews_qs().get()
+    assert review.reviewer == bob
+    assert [c.as_dict() for c in review.line_comments.all()] == [
+        {"path": "x.txt", "line": 1, "side": "new", "body": "a better name?"}
+    ]
 
 
 def test_the_server_refuses_to_start_without_a_token(tmp_path):
