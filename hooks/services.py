@@ -1,6 +1,6 @@
 """Every change to webhooks and every delivery goes through here.
 
-A job that settles into a new status (jobs.services._announce, once committed) becomes one
+A job that settles into a new status (the jobs.signals.job_settled signal, on commit) becomes one
 Delivery per interested hook: the team's hooks and the job's own callback. Each Delivery is POSTed
 by the RQ task hooks.tasks.deliver, retried with exponential backoff; every try is logged on the
 row. The body is JSON; `X-AgentHub-Signature: sha256=<hex>` is the HMAC-SHA256 of the exact body
@@ -164,7 +164,7 @@ def callback_secret(job: Job) -> str | None:
 
 
 def job_settled(job: Job) -> list[Delivery]:
-    """Called by jobs.services (after commit) when the job changed into a settled status: one
+    """Receives jobs.signals.job_settled (after commit) when a job settled into a new status: one
     delivery per active hook that wants the status, each sent by a worker."""
     callback_hook(job)
     hooks = Webhook.objects.filter(Q(job=job) | Q(team_id=job.team_id, job=None), active=True)

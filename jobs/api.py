@@ -157,6 +157,11 @@ def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     summary="Submit a job",
 )
 def submit_job(request: ApiRequest, data: schemas.SubmitIn) -> Any:
+    if data.callback_url:
+        try:
+            hook_services.check_url(data.callback_url)
+        except hook_services.Refused as exc:
+            raise BadInput(f"callback_url refused: {exc}", field="callback_url") from None
     job = services.submit_job(request.auth, **data.dict())
     url = request.build_absolute_uri(reverse("api-job", args=[job.public_id]))
     body: dict[str, Any] = {"id": job.public_id, "status": job.status, "url": url}

@@ -17,7 +17,8 @@ from django.template.loader import render_to_string
 from jobs import access
 from jobs.errors import NotFound
 from jobs.events import job_group, team_group, user_group
-from jobs.models import Attempt, Event, Job, JobStatus
+from jobs.models import Attempt, Event, Job
+from jobs.serialize import team_counters
 
 FORBIDDEN = 4403
 SIGNED_OUT = 4401
@@ -37,7 +38,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "counter", **await _counter(self.team_ids)})
+        # Counted once here; from then on each job update carries its team's fresh counter.
+        self.counters = await _counters(self.team_ids)
+        await self._send_counter()
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "groups_joined", []):
@@ -50,7 +53,16 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             return
         card, concerned = found
         await self.send_json({"type": "job", "job": summary, "html": card, "notify": concerned})
-        await self.send_json({"type": "counter", **await _counter(self.team_ids)})
+        counter = message.get("counter")
+        if counter and counter["team"] in self.counters:
+            self.counters[counter["team"]] = counter
+            await self._send_counter()
+
+    async def _send_counter(self) -> None:
+        totals = {
+            name: sum(c[name] for c in self.counters.values()) for name in ("running", "queued")
+        }
+        await self.send_json({"type": "counter", **totals})
 
     async def session_closed(self, message: dict[str, Any]) -> None:
         await self.close(code=SIGNED_OUT)
@@ -124,12 +136,8 @@ def _team_ids(user: Any) -> list[int]:
 
 
 @database_sync_to_async
-def _counter(team_ids: list[int]) -> dict[str, int]:
-    jobs = Job.objects.filter(team_id__in=team_ids)
-    return {
-        "running": jobs.filter(status=JobStatus.RUNNING).count(),
-        "queued": jobs.filter(status=JobStatus.QUEUED).count(),
-    }
+def _counters(team_ids: list[int]) -> dict[int, dict[str, int]]:
+    return team_counters(team_ids)
 
 
 @database_sync_to_async

@@ -151,6 +151,23 @@ def append_events(attempt_id: int, drafts: list[Draft]) -> list[Event]:
     return events
 
 
+def store_first_events(attempts: list[Attempt], draft: Draft) -> None:
+    """Give new attempts (created with last_seq=1) their first event, unpublished: nobody can
+    follow an attempt before its transaction commits. The submit path's one insert."""
+    Event.objects.bulk_create(
+        Event(
+            attempt=a,
+            seq=1,
+            ts=draft.ts,
+            kind=draft.kind,
+            stream=draft.stream,
+            text=draft.text,
+            data=draft.data,
+        )
+        for a in attempts
+    )
+
+
 def publish_events(job: Job, attempt_number: int, events: list[Event]) -> None:
     send(
         job_group(job.public_id),
@@ -163,22 +180,35 @@ def publish_events(job: Job, attempt_number: int, events: list[Event]) -> None:
     )
 
 
-def publish_job(job: Job, summary: dict[str, Any]) -> None:
-    message = {"type": "job.update", "job": summary}
-    send(job_group(job.public_id), message)
-    send(team_group(job.team_id), message)
+def publish_job(
+    job: Job, summary: dict[str, Any], counter: dict[str, int], *, new: bool = False
+) -> None:
+    """The job's new state to its team's dashboards, with the team's header counter, and to its
+    own page; a `new` job has no page open yet, so it costs one message."""
+    message = {"type": "job.update", "job": summary, "counter": counter}
+    groups = (
+        [team_group(job.team_id)] if new else [team_group(job.team_id), job_group(job.public_id)]
+    )
+    send(groups, message)
 
 
-def send(group: str, message: dict[str, Any]) -> None:
+def send(groups: str | list[str], message: dict[str, Any]) -> None:
+    """Publish to one or more groups in a single trip to the event loop."""
     # Realtime delivery is best effort: the database already holds the events and clients catch
     # up with ?after=seq, so a Redis hiccup must not fail the attempt.
     layer = get_channel_layer()
     if layer is None:
         return
+    names = [groups] if isinstance(groups, str) else groups
+
+    async def send_all() -> None:
+        for name in names:
+            await layer.group_send(name, message)
+
     try:
-        async_to_sync(layer.group_send)(group, message)
+        async_to_sync(send_all)()
     except Exception:  # noqa: BLE001
-        log.warning("could not publish to %s", group, exc_info=True)
+        log.warning("could not publish to %s", ", ".join(names), exc_info=True)
 
 
 def events_after(attempt: Attempt, after: int, limit: int = 1000) -> Iterator[Event]:

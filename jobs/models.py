@@ -88,6 +88,13 @@ class Backend(models.TextChoices):
     LOCAL = "local"
 
 
+class PromptFormat(models.TextChoices):
+    """How the agent reads its instruction, and so how a review is added to a follow-up's."""
+
+    SCRIPT = "script", "a script (a review is added as # comment lines)"
+    TEXT = "text", "text (a review is added as plain text)"
+
+
 class Agent(models.Model):
     # A null team makes the agent available to every team (the built-in presets).
     team = models.ForeignKey(Team, models.CASCADE, null=True, blank=True, related_name="agents")
@@ -96,6 +103,9 @@ class Agent(models.Model):
     # A bash script run inside the sandbox. The instruction is never pasted into it: it arrives as
     # $AGENTHUB_PROMPT and $AGENTHUB_PROMPT_FILE, so a prompt cannot inject shell syntax.
     command = models.TextField()
+    prompt_format = models.CharField(
+        max_length=8, choices=PromptFormat.choices, default=PromptFormat.SCRIPT
+    )
     backend = models.CharField(max_length=16, choices=Backend.choices, blank=True, default="")
     # The docker backend's image; empty means AGENTHUB_SANDBOX_IMAGE.
     image = models.CharField(max_length=300, blank=True)
@@ -317,6 +327,15 @@ class Attempt(models.Model):
     base_commit = models.CharField(max_length=64)
     start_commit = models.CharField(max_length=64)
     retry_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True)
+    # The job's status follows its latest round: the first attempts and their retries are round
+    # 1; each follow-up or re-run starts the next (see jobs.services.lifecycle).
+    round = models.PositiveSmallIntegerField(default=1)
+    # What this attempt was asked when it differs from the job's prompt as submitted (a
+    # follow-up: the prompt plus the review), and the review it answers ($AGENTHUB_REVIEW_FILE).
+    instruction = models.TextField(blank=True)
+    review = models.ForeignKey(
+        "Review", models.SET_NULL, null=True, blank=True, related_name="follow_ups"
+    )
     # Set when handed to RQ; the dispatcher only hands out attempts up to the team's limit.
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -358,6 +377,11 @@ class Attempt(models.Model):
     @property
     def has_changes(self) -> bool:
         return bool(self.result_commit)
+
+    @property
+    def asked(self) -> str:
+        """The instruction this attempt was given."""
+        return self.instruction or self.job.prompt
 
 
 class Event(models.Model):
@@ -404,6 +428,16 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.decision} {self.attempt}"
+
+    def as_document(self) -> dict[str, Any]:
+        """The review as a follow-up attempt reads it from $AGENTHUB_REVIEW_FILE (JSON)."""
+        return {
+            "attempt": self.attempt.number,
+            "reviewer": self.reviewer.get_username(),
+            "decision": self.decision,
+            "comment": self.comment,
+            "comments": [c.as_dict() for c in self.line_comments.all()],
+        }
 
 
 class Side(models.TextChoices):

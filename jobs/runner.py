@@ -40,6 +40,7 @@ HEARTBEAT_SECONDS = 3.0
 # Sandboxed processes run as a host uid of their own, so limits and clean-up are per attempt.
 SANDBOX_UID_BASE = 200_000
 PROMPT_PATH = "/run/agenthub/prompt.txt"
+REVIEW_PATH = "/run/agenthub/review.json"
 TOOLS_DIR = "/opt/agenthub"
 
 
@@ -66,8 +67,23 @@ def execute(attempt_id: int) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _write_inputs(attempt: Attempt, workdir: Path) -> dict[str, Path]:
+    """The files the agent reads its task from, outside the workspace: the instruction this
+    attempt was asked and, for a follow-up, the review it answers (JSON)."""
+    files = {PROMPT_PATH: workdir / "prompt.txt"}
+    files[PROMPT_PATH].write_text(attempt.asked)
+    if attempt.review is not None:
+        files[REVIEW_PATH] = workdir / "review.json"
+        files[REVIEW_PATH].write_text(json.dumps(attempt.review.as_document(), indent=2))
+    for path in files.values():
+        path.chmod(0o644)
+    return files
+
+
 def _execute(attempt_id: int, workdir: Path) -> None:
-    attempt = Attempt.objects.select_related("job__agent", "job__repository").get(pk=attempt_id)
+    attempt = Attempt.objects.select_related(
+        "job__agent", "job__repository", "review__attempt", "review__reviewer"
+    ).get(pk=attempt_id)
     job, agent = attempt.job, attempt.job.agent
     store = Path(job.repository.store_path)
     ws = workdir / "workspace"
@@ -79,9 +95,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             attempt_id, AttemptStatus.FAILED, reason=f"could not prepare the workspace: {exc}"
         )
         return
-    prompt_file = workdir / "prompt.txt"
-    prompt_file.write_text(job.prompt)
-    prompt_file.chmod(0o644)
+    inputs = _write_inputs(attempt, workdir)
     image = attempt.card.get("pinned_image") or agent.image or settings.AGENTHUB_SANDBOX_IMAGE
     try:
         backend = get_backend(
@@ -99,15 +113,16 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         env={
             "AGENTHUB_JOB_ID": job.public_id,
             "AGENTHUB_ATTEMPT": str(attempt.number),
-            "AGENTHUB_PROMPT": job.prompt,
+            "AGENTHUB_PROMPT": attempt.asked,
             "AGENTHUB_PROMPT_FILE": PROMPT_PATH,
+            **({"AGENTHUB_REVIEW_FILE": REVIEW_PATH} if REVIEW_PATH in inputs else {}),
             **tool_env,
             **agent.secrets,
         },
         limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
         network=agent.network,
         uid=SANDBOX_UID_BASE + attempt_id % 100_000,
-        ro_files={PROMPT_PATH: prompt_file, **tool_files},
+        ro_files={**inputs, **tool_files},
         image=built_from,
         labels={
             "agenthub.job": job.public_id,

@@ -70,6 +70,9 @@ class AttemptOut(Schema):
     diff_stats: DiffStats
     files: list[dict[str, Any]] = Field(description="Per file: path, status, added, deleted")
     retry_of: int | None
+    instruction: str | None = Field(
+        None, description="What this attempt was asked, when not the prompt as submitted"
+    )
     created_at: Timestamp | None
     started_at: Timestamp | None
     finished_at: Timestamp | None

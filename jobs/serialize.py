@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from django.db.models import Count
 from django.urls import reverse
 
-from jobs.models import Attempt, Job
+from jobs.models import Attempt, Job, JobStatus
 
 
 def attempt_dict(attempt: Attempt) -> dict[str, Any]:
@@ -30,6 +32,8 @@ def attempt_dict(attempt: Attempt) -> dict[str, Any]:
         },
         "files": files,
         "retry_of": attempt.retry_of.number if attempt.retry_of else None,
+        # What this attempt was asked, when not the job's prompt as submitted (a follow-up).
+        "instruction": attempt.instruction or None,
         "created_at": _iso(attempt.created_at),
         "started_at": _iso(attempt.started_at),
         "finished_at": _iso(attempt.finished_at),
@@ -84,3 +88,18 @@ def job_detail(job: Job) -> dict[str, Any]:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
+
+
+def team_counters(team_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """Each team's running and queued jobs (the header's "N background jobs running"), in one
+    query: computed once per change and pushed with it, never per page or per socket."""
+    counters = {t: {"team": t, "running": 0, "queued": 0} for t in team_ids}
+    rows = (
+        Job.objects.filter(team_id__in=counters, status__in=(JobStatus.RUNNING, JobStatus.QUEUED))
+        .values_list("team_id", "status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    for team_id, status, n in rows:
+        counters[team_id][status] = n
+    return counters

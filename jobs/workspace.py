@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pygit2
+
 DEFAULT_IDENTITY = ("AgentHub", "agenthub@localhost")
 AGENT_IDENTITY = ("AgentHub Agent", "agent@agenthub.localhost")
 MAX_REF_LENGTH = 200
@@ -279,18 +281,30 @@ def _remote_command(option: str, url: str) -> list[str]:
     return [f"{option}={shlex.join(['git', *_config_options(_REMOTE_SIDE), program])}"]
 
 
-def resolve_commit(store: Path, ref: str) -> str:
+@dataclass(frozen=True)
+class Ref:
+    commit: str
+    is_branch: bool
+
+
+def read_ref(store: Path, ref: str) -> Ref:
+    """The commit a branch, tag or commit names in the store, and whether it is a branch.
+
+    Read in-process with libgit2, so the submit path never forks; reading refs runs no
+    repository-controlled hook, filter or config."""
     validate_ref_name(ref)
-    result = run_git(
-        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
-        git_dir=store,
-        check=False,
-    )
-    if result.returncode == 1:
-        raise RefNotFound(f"No branch, tag or commit named {ref!r} in {store}.")
-    if result.returncode != 0:
-        raise GitError(["rev-parse", ref], result.returncode, _text(result.stderr))
-    return _text(result.stdout).strip()
+    try:
+        repo = pygit2.Repository(str(store), pygit2.enums.RepositoryOpenFlag.BARE)
+        commit = repo.revparse_single(ref).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.InvalidSpecError):
+        raise RefNotFound(f"No branch, tag or commit named {ref!r} in {store}.") from None
+    except pygit2.GitError as exc:
+        raise GitError(["rev-parse", ref], 1, str(exc)) from exc
+    return Ref(str(commit.id), f"refs/heads/{ref}" in repo.references)
+
+
+def resolve_commit(store: Path, ref: str) -> str:
+    return read_ref(store, ref).commit
 
 
 def default_branch(store: Path) -> str:

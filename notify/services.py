@@ -45,7 +45,7 @@ _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 def job_settled(job: Job) -> None:
     """Push a notification about the job to the browsers of the people it concerns.
 
-    Called by jobs.services on commit whenever a job reaches a settled status. Best effort: the
+    Receives jobs.signals.job_settled on commit whenever a job settles. Best effort: the
     job's state is already committed and shown on the dashboard, so a Redis hiccup here is
     logged rather than raised into the transition that called us.
     """

@@ -3,11 +3,13 @@ agent's policy sets how many are needed, and "request changes" continues on a ne
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
-from jobs import services
+from jobs import services, workspace
 from jobs.errors import BadInput, Conflict, Forbidden, NotFound
 from jobs.models import Attempt, AttemptStatus, AuditEntry, Job, JobStatus, LineComment, Review
 from tests.conftest import _member, shell_agent
@@ -95,7 +97,7 @@ class TestGate:
 def test_request_changes_continues_the_result_on_a_new_attempt(api, alice, bob, repo, workers):
     client = api(alice)
     public_id = client.post(
-        "/api/v1/jobs", {"repo": "demo", "agent": "shell", "prompt": "echo hello > hello.txt"}
+        "/api/v1/jobs", {"repo": "demo", "agent": "shell", "prompt": "echo hello >> hello.txt"}
     ).json()["id"]
     workers.burst()
     first = Attempt.objects.get(job__public_id=public_id, number=1)
@@ -112,11 +114,13 @@ def test_request_changes_continues_the_result_on_a_new_attempt(api, alice, bob, 
 
     second = Attempt.objects.get(job__public_id=public_id, number=2)
     assert second.start_commit == first.result_commit
-    assert sorted(f["path"] for f in second.files) == ["hello.txt", "world.txt"]
+    assert (second.status, second.reason) == (AttemptStatus.SUCCEEDED, "")
+    # It ran the instruction again on the first result; the comment was a '#' line to it.
+    assert [f["path"] for f in second.files] == ["hello.txt"]
     assert second.diff_hash != first.diff_hash
     job = Job.objects.get(public_id=public_id)
     assert job.status == JobStatus.NEEDS_REVIEW
-    assert "# Changes requested by bob on attempt 1:" in job.prompt
+    assert "# Changes requested by bob on attempt 1:\n# echo world" in second.instruction
     approved = api(bob).post(f"/api/v1/jobs/{public_id}/reviews", {"decision": "approve"})
     assert (approved.status_code, approved.json()["attempt"]) == (201, 2)
 
@@ -223,27 +227,88 @@ class TestLineComments:
             {"path": "app.py", "line": 2, "body": "return a greeting\nwith a name"},
             {"path": "app.py", "line": 1, "side": "old", "body": "keep the docstring"},
         ]
-        services.review_job(
-            bob, job, "request_changes", comment="echo more", line_comments=comments
+        review = services.review_job(
+            bob, job, "request_changes", comment="Please write\nfewer lines", line_comments=comments
         )
-        job.refresh_from_db()
-        assert job.prompt == (
+        follow_up = job.attempts.get(number=2)
+        assert follow_up.instruction == (
             "true\n\n"
             "# Changes requested by bob on attempt 1:\n"
-            "echo more\n"
+            "# Please write\n"
+            "# fewer lines\n"
             "# app.py:1 (removed): keep the docstring\n"
             "# app.py:2: return a greeting\n"
             "#   with a name\n"
         )
-        assert job.attempts.count() == 2
+        assert follow_up.review == review
+        job.refresh_from_db()
+        assert job.prompt == "true"  # the instruction as submitted is kept
 
     def test_line_comments_alone_are_enough_for_a_follow_up(self, alice, bob, repo):
         job = result_touching(alice, changed("app.py"))
         services.review_job(
             bob, job, "request_changes", line_comments=[{"path": "app.py", "line": 1, "body": "x"}]
         )
+        assert job.attempts.get(number=2).instruction.endswith(
+            "# Changes requested by bob on attempt 1:\n# app.py:1: x\n"
+        )
+
+    def test_an_ai_agent_reads_the_review_as_text(self, alice, bob, team, repo):
+        shell_agent(team, name="writer", prompt_format="text")
+        job = services.submit_job(alice, repo="demo", agent="writer", prompt="Add a greeting.")
+        attempt = job.attempts.get()
+        services.claim_attempt(attempt.pk, "test")
+        Attempt.objects.filter(pk=attempt.pk).update(
+            result_commit=job.base_commit, diff_hash="a" * 64, files=[changed("app.py")]
+        )
+        services.finish_attempt(attempt.pk, AttemptStatus.SUCCEEDED, exit_code=0)
+        remark = {"path": "app.py", "line": 2, "body": "say hello"}
+        services.review_job(
+            bob, job, "request_changes", comment="Shorter, please.", line_comments=[remark]
+        )
+        assert job.attempts.get(number=2).instruction == (
+            "Add a greeting.\n\n"
+            "Changes requested by bob on attempt 1:\n"
+            "Shorter, please.\n"
+            "app.py:2: say hello\n"
+        )
+
+
+@pytest.mark.django_db
+class TestStatusFollowsTheLatestRound:
+    def test_a_failed_follow_up_shows_as_failed(self, api, alice, bob, repo):
+        job = result_touching(alice, changed("app.py"))
+        services.review_job(bob, job, "request_changes", comment="more")
+        follow_up = job.attempts.get(number=2)
+        assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+        services.claim_attempt(follow_up.pk, "test")
+        services.finish_attempt(follow_up.pk, AttemptStatus.FAILED, exit_code=127)
         job.refresh_from_db()
-        assert job.prompt.endswith("# Changes requested by bob on attempt 1:\n# app.py:1: x\n")
+        assert job.status == JobStatus.FAILED
+        # The earlier result stays reachable.
+        diff = api(alice).get(f"/api/v1/jobs/{job.public_id}/diff", attempt=1)
+        assert diff.status_code == 200
+        shown = api(alice).get(f"/api/v1/jobs/{job.public_id}").json()
+        assert [a["status"] for a in shown["attempts"]] == ["succeeded", "failed"]
+        assert shown["attempts"][1]["instruction"].startswith("true\n\n# Changes requested")
+
+    def test_a_rerun_that_changes_nothing_is_no_changes(self, alice, bob, repo):
+        job = result_touching(alice, changed("app.py"))
+        services.review_job(bob, job, "reject")
+        rerun = services.rerun_job(alice, Job.objects.get(pk=job.pk))
+        services.claim_attempt(rerun.pk, "test")
+        services.finish_attempt(rerun.pk, AttemptStatus.SUCCEEDED, exit_code=0)
+        assert Job.objects.get(pk=job.pk).status == JobStatus.NO_CHANGES
+
+    def test_parallel_attempts_need_review_when_one_has_a_result(self, alice, repo):
+        job = services.submit_job(alice, repo="demo", agent="shell", prompt="true", attempts=2)
+        first, second = job.attempts.order_by("number")
+        for attempt, commit in ((first, job.base_commit), (second, "")):
+            services.claim_attempt(attempt.pk, "test")
+            Attempt.objects.filter(pk=attempt.pk).update(result_commit=commit, diff_hash="a" * 64)
+        services.finish_attempt(first.pk, AttemptStatus.SUCCEEDED, exit_code=0)
+        services.finish_attempt(second.pk, AttemptStatus.FAILED, exit_code=1)
+        assert Job.objects.get(pk=job.pk).status == JobStatus.NEEDS_REVIEW
 
 
 @pytest.mark.django_db
@@ -274,27 +339,44 @@ def test_the_api_takes_line_comments_and_shows_them_with_the_review(api, alice, 
 
 
 @pytest.mark.slow
-def test_a_follow_up_with_line_comments_runs_and_never_runs_them(api, alice, bob, repo, workers):
-    public_id = (
-        api(alice)
-        .post(
-            "/api/v1/jobs", {"repo": "demo", "agent": "shell", "prompt": "echo hello > hello.txt"}
-        )
-        .json()["id"]
+def test_a_follow_up_never_runs_the_reviewers_words(api, alice, bob, repo, workers):
+    # The script keeps what it was asked and the review file, so the test can read them.
+    script = (
+        'echo hello > hello.txt; cp "$AGENTHUB_PROMPT_FILE" asked.txt\n'
+        '[ -z "${AGENTHUB_REVIEW_FILE:-}" ] || cp "$AGENTHUB_REVIEW_FILE" review.json\n'
     )
+    public_id = (
+        api(alice).post("/api/v1/jobs", {"repo": "demo", "agent": "shell", "prompt": script})
+    ).json()["id"]
     workers.burst()
     remark = {"path": "hello.txt", "line": 1, "body": "$(touch pwned) `touch pwned2`\ntouch pwned3"}
     response = api(bob).post(
         f"/api/v1/jobs/{public_id}/reviews",
-        {"decision": "request_changes", "comment": "echo world > world.txt", "comments": [remark]},
+        {
+            "decision": "request_changes",
+            "comment": "Please write fewer lines\necho world > world.txt",
+            "comments": [remark],
+        },
     )
     assert response.status_code == 201
     workers.burst()
 
     second = Attempt.objects.get(job__public_id=public_id, number=2)
-    assert second.status == AttemptStatus.SUCCEEDED
-    # The shell agent ran the overall comment; the line comment was only a '#' line to it.
-    assert sorted(f["path"] for f in second.files) == ["hello.txt", "world.txt"]
-    assert "# hello.txt:1: $(touch pwned) `touch pwned2`\n#   touch pwned3\n" in (
-        Job.objects.get(public_id=public_id).prompt
-    )
+    assert (second.status, second.exit_code) == (AttemptStatus.SUCCEEDED, 0)
+    assert Job.objects.get(public_id=public_id).status == JobStatus.NEEDS_REVIEW
+    # Neither the overall comment nor the line comment ran: they were '#' lines to bash.
+    assert sorted(f["path"] for f in second.files) == ["asked.txt", "hello.txt", "review.json"]
+    store = Path(repo.store_path)
+    asked = workspace.run_git(["show", f"{second.result_commit}:asked.txt"], git_dir=store)
+    assert asked.stdout.decode() == second.instruction
+    assert "# Please write fewer lines\n# echo world > world.txt\n" in second.instruction
+    assert "# hello.txt:1: $(touch pwned) `touch pwned2`\n#   touch pwned3\n" in second.instruction
+    review = workspace.run_git(["show", f"{second.result_commit}:review.json"], git_dir=store)
+    assert json.loads(review.stdout) == {
+        "attempt": 1,
+        "reviewer": "bob",
+        "decision": "request_changes",
+        "comment": "Please write fewer lines\necho world > world.txt",
+        "comments": [{"path": "hello.txt", "line": 1, "side": "new", "body": remark["body"]}],
+    }
+    assert Job.objects.get(public_id=public_id).prompt == script

@@ -1,0 +1,65 @@
+"""Registering a team's repository: AgentHub's own bare copy (the store) of a path or URL."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from jobs import workspace
+from jobs.errors import BadInput
+from jobs.models import Repository, Team
+from jobs.services.audit import audit
+
+
+def register_repository(
+    actor: Any, team: Team, name: str, source: str, *, push_url: str = ""
+) -> Repository:
+    if Repository.objects.filter(team=team, name=name).exists():
+        raise BadInput(f"Team {team.name} already has a repository named {name!r}.", field="name")
+    source = _normalise_source(source)
+    store = settings.AGENTHUB_DATA_DIR / "stores" / team.name / f"{name}-{secrets.token_hex(4)}.git"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        workspace.create_store(source, store)
+    except workspace.GitError as exc:
+        raise BadInput(f"Could not copy {source!r}: {exc}", field="source") from exc
+    with transaction.atomic():
+        repo = Repository.objects.create(
+            team=team,
+            name=name,
+            source=source,
+            push_url=push_url,
+            store_path=str(store),
+            default_branch=workspace.default_branch(store),
+        )
+        audit(actor, "repository.register", team=team, target=name, source=source)
+    return repo
+
+
+def _normalise_source(source: str) -> str:
+    source = source.strip()
+    if not source or source.startswith("-"):
+        raise BadInput("Give a local path or a clone URL.", field="source")
+    if "://" in source or ":" in source.split("/")[0]:
+        return source
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise BadInput(f"No such path: {path}", field="source")
+    return str(path)
+
+
+def resolve_ref(repository: Repository, ref: str) -> workspace.Ref:
+    """The commit a branch, tag or commit names in the store (read without a subprocess), as a
+    field error of `base_ref` when there is none."""
+    try:
+        return workspace.read_ref(Path(repository.store_path), ref)
+    except workspace.InvalidRef as exc:
+        raise BadInput(str(exc), field="base_ref") from exc
+    except workspace.RefNotFound:
+        raise BadInput(
+            f"No branch, tag or commit {ref!r} in {repository.name}.", field="base_ref"
+        ) from None
