@@ -22,16 +22,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from jobs.cli import (
-    Client,
-    CliError,
-    clean,
-    config_path,
-    credentials,
-    line_comment,
-    main,
-    save_config,
-)
+from agenthub_cli.client import Client, CliError
+from agenthub_cli.commands import line_comment
+from agenthub_cli.config import config_path, credentials, save_config
+from agenthub_cli.main import main
+from agenthub_cli.output import clean
 from jobs.models import ApiToken, Attempt, Job, Review
 from tests.conftest import ROOT, Workers, job_status, shell_agent, wait_for
 

@@ -1,8 +1,8 @@
 """`agenthub mcp`: a Model Context Protocol server on stdio, so another agent can hand work to
 AgentHub and be told when it is done.
 
-Every tool goes through the HTTP API as the token's user (jobs.cli.Client), so it has exactly
-that user's permissions and leaves the same audit trail as the browser and the CLI.
+Every tool goes through the HTTP API as the token's user (agenthub_cli.client.Client), so it has
+exactly that user's permissions and leaves the same audit trail as the browser and the CLI.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from jobs.cli import UNSETTLED, Client, CliError, job_path
+from agenthub_cli.client import UNSETTLED, Client, CliError, job_path
 
 
 class LineComment(BaseModel):
