@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy agenthub jobs notify hooks
+	$(BIN)/mypy agenthub agenthub_cli jobs notify hooks
 
 # Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's,
 # in a place the sandbox users can reach wherever the checkout is. pytest's tmp_path lives beside
