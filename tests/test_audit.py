@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from jobs import services
 from jobs.audit_chain import verify
+from jobs.errors import Forbidden
 from jobs.models import Agent, AuditEntry, AuditHead, Membership
 from tests.conftest import shell_agent
 from tests.test_review import finished_job
@@ -204,7 +205,7 @@ class TestOneEntryPerAction:
 
     def test_reviews_refusals_and_merge(self, alice, bob, repo):
         job = finished_job(alice)
-        with pytest.raises(services.Forbidden):
+        with pytest.raises(Forbidden):
             services.review_job(alice, job, "approve")
         assert self.entries("review.refused") == [("alice", "alice")]
         services.review_job(bob, job, "approve")

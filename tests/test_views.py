@@ -209,7 +209,9 @@ def test_a_decision_sends_its_line_comments_to_the_follow_up(client, alice, bob,
         {"path": "app.py", "line": 2, "side": "old", "body": "Keep hello."},
         {"path": "app.py", "line": 3, "side": "new", "body": "Say why it is done."},
     ]
-    assert "# app.py:3: Say why it is done." in Job.objects.get(pk=job.pk).prompt
+    follow_up = job.attempts.get(number=2)
+    assert "# Nearly.\n# app.py:2 (removed): Keep hello.\n" in follow_up.instruction
+    assert "# app.py:3: Say why it is done." in follow_up.instruction
     # review.js marks the pending comments as given on this trigger.
     assert json.loads(response["HX-Trigger"]) == {"review-decided": {"decision": "request_changes"}}
     history = response.content.decode()
