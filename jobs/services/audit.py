@@ -41,7 +41,8 @@ def audit(
         after=after,
         data=json.loads(json.dumps(data, default=str)),
     )
-    with transaction.atomic():
+    # No savepoint: an entry that cannot be written fails the caller's whole transaction.
+    with transaction.atomic(savepoint=False):
         head = _audit_head()
         entry.seq, entry.prev_hash = head.seq + 1, head.hash
         entry.hash = entry.compute_hash()
