@@ -213,6 +213,27 @@ def test_check_names_the_chmod_for_tools_others_cannot_read(
         check_backend("bwrap", tmp_path)
 
 
+def test_check_names_the_chmod_for_a_tool_file_others_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site-packages"
+    for package in ("pytest", "bandit"):
+        (site / package).mkdir(parents=True)
+        (site / package / "__init__.py").write_text("")
+    (site / "pytest" / "__init__.py").chmod(0o600)  # as `umask 077` leaves a venv
+    ruff = tmp_path / "ruff"
+    ruff.write_text("#!/bin/sh\n")
+    ruff.chmod(0o755)
+    tools = {"/opt/agenthub/bin/ruff": ruff, "/opt/agenthub/python": site}
+    env = {"PATH": "/opt/agenthub/bin:/usr/bin:/bin"}
+    monkeypatch.setattr(bwrap, "host_tools", lambda backend: (tools, env))
+
+    with pytest.raises(
+        SandboxError, match=f"pytest/__init__.py: Permission denied.*chmod -R o\\+rX {site}\\)"
+    ):
+        check_backend("bwrap", tmp_path)
+
+
 def test_check_passes_where_bwrap_works(tmp_path: Path) -> None:
     data = tmp_path / "private"
     data.mkdir(mode=0o700)
