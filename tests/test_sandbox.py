@@ -23,7 +23,7 @@ from django.core.management import CommandError, call_command
 from agenthub import run as make_run
 from jobs.sandbox import SandboxError, SandboxSpec, bwrap, check_backend, get_backend
 from tests import sandbox_support as support
-from tests.sandbox_support import LIMITS, Run, Start, live_processes, read_until
+from tests.sandbox_support import LIMITS, Run, Start, eventually, live_processes, read_until
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the sandbox switches to per-attempt uids, which needs root"
@@ -99,7 +99,8 @@ def test_local_backend_points_read_only_file_variables_at_the_host_files(
 def test_local_backend_kill_ends_its_process_group(start: Start) -> None:
     process = start("sleep 600 & echo ready; sleep 600", "local")
     read_until(process, "ready")
-    assert [p["name"] for p in _group_members(process.pid)].count("sleep") == 2
+    # "ready" may come before the forked shells have become `sleep`.
+    eventually(lambda: [p["name"] for p in _group_members(process.pid)].count("sleep") == 2)
 
     process.kill()
 
