@@ -381,7 +381,8 @@ def _chown_tree(root: Path, uid: int) -> None:
 
 
 def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, 0)
+    # Close-on-exec like every fd of ours: only bwrap inherits it, through pass_fds.
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
