@@ -27,6 +27,17 @@ def main() -> int:
     bind = os.environ.get("AGENTHUB_BIND", "127.0.0.1")
     url = f"http://{'localhost' if bind in ('127.0.0.1', '0.0.0.0') else bind}:{port}/"  # noqa: S104
     settings.AGENTHUB_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    from jobs.sandbox import SandboxError, check_backend
+
+    try:
+        check_backend(
+            settings.AGENTHUB_SANDBOX,
+            settings.AGENTHUB_DATA_DIR,
+            allow_local=settings.AGENTHUB_ALLOW_LOCAL_SANDBOX,
+        )
+    except SandboxError as exc:
+        print(f"AgentHub cannot run agents here: {exc}", file=sys.stderr)
+        return 1
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], check=True)
     subprocess.run([*manage, "load_demo", "--url", url], check=True)

@@ -1,7 +1,7 @@
 """The built-in agents, installed as data by migration 0002 so a fresh install has them.
 
 Each command is a bash script run inside the sandbox with the workspace as its cwd. Built-in
-tools live read-only under /opt/agenthub (see jobs.runner._tools).
+tools live read-only under /opt/agenthub (see jobs.sandbox.tools).
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ import os
 import re
 import shutil
 import socket
-import sys
-import sysconfig
 import threading
 import time
 from dataclasses import asdict
@@ -28,6 +26,7 @@ from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend
 from jobs.sandbox import image_id as sandbox_image_id
 from jobs.sandbox.base import Limits, RunningSandbox, SandboxSpec
+from jobs.sandbox.tools import host_tools
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ HEARTBEAT_SECONDS = 3.0
 SANDBOX_UID_BASE = 200_000
 PROMPT_PATH = "/run/agenthub/prompt.txt"
 REVIEW_PATH = "/run/agenthub/review.json"
-TOOLS_DIR = "/opt/agenthub"
 
 
 def worker_name() -> str:
@@ -106,7 +104,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
     except SandboxError as exc:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
         return
-    tool_files, tool_env = _tools(backend.name)
+    tool_files, tool_env = host_tools(backend.name)
     spec = SandboxSpec(
         workspace=ws,
         command=agent.command,
@@ -180,20 +178,6 @@ def _config_hash(command: str, limits: Limits, network: bool) -> str:
         {"command": command, "limits": asdict(limits), "network": network}, sort_keys=True
     )
     return hashlib.sha256(config.encode()).hexdigest()[:12]
-
-
-def _tools(backend: str) -> tuple[dict[str, Path], dict[str, str]]:
-    """The host tools the built-in agents use (ruff, and pytest/bandit for the sandbox's
-    python3), bound read-only under /opt/agenthub, and the environment that finds them."""
-    if backend == "docker":
-        return {}, {}  # the image brings its own tools
-    bin_dir = Path(sys.executable).parent
-    files = {
-        f"{TOOLS_DIR}/bin/ruff": (bin_dir / "ruff").resolve(),
-        f"{TOOLS_DIR}/python": Path(sysconfig.get_paths()["purelib"]),
-    }
-    path = f"{bin_dir if backend == 'local' else TOOLS_DIR + '/bin'}:/usr/local/bin:/usr/bin:/bin"
-    return files, {"PATH": path, "PYTHONPATH": f"{TOOLS_DIR}/python"}
 
 
 def _run(

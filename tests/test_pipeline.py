@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,29 @@ def test_job_waits_queued_without_a_worker_then_runs_to_needs_review(api, alice,
     patch = client.get(f"/api/v1/jobs/{public_id}/diff")
     assert patch["Content-Type"].startswith("text/x-diff")
     assert b"+++ b/hello.txt" in patch.content and b"+hello" in patch.content
+
+
+def test_a_private_data_directory_in_a_private_home_runs_jobs_on_bwrap(
+    api, alice, repo, workers, tmp_path
+):
+    """`mktemp -d` under /root: no sandbox uid can search either directory."""
+    home = tmp_path / "home"
+    data = home / "agenthub-data"
+    data.mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    client = api(alice)
+    public_id = submit(client, "echo hello > hello.txt\ncat hello.txt")
+
+    workers.burst(AGENTHUB_DATA_DIR=str(data))
+
+    job = client.get(f"/api/v1/jobs/{public_id}").json()
+    assert (job["status"], job["attempts"][0]["status"]) == ("needs_review", "succeeded"), job
+    assert [f["path"] for f in job["attempts"][0]["files"]] == ["hello.txt"]
+    assert "hello" in [e["text"] for e in events_of(client, public_id)]
+    commit = Attempt.objects.get(job__public_id=public_id).result_commit
+    shown = workspace.run_git(["show", f"{commit}:hello.txt"], git_dir=Path(repo.store_path))
+    assert shown.stdout == b"hello\n"
+    assert [stat.S_IMODE(d.stat().st_mode) for d in (home, data)] == [0o700, 0o700]
 
 
 def test_events_after_n_return_only_the_rest_in_order(api, alice, repo, workers):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jobs.sandbox.base import (
     Backend,
     Limits,
@@ -11,7 +13,7 @@ from jobs.sandbox.base import (
     SandboxProcess,
     SandboxSpec,
 )
-from jobs.sandbox.bwrap import BwrapBackend, find_bwrap
+from jobs.sandbox.bwrap import BwrapBackend, check_usable, find_bwrap
 from jobs.sandbox.docker import DockerBackend, docker_available, image_id, reap
 from jobs.sandbox.local import LocalBackend
 
@@ -23,6 +25,7 @@ __all__ = [
     "SandboxError",
     "SandboxProcess",
     "SandboxSpec",
+    "check_backend",
     "docker_available",
     "find_bwrap",
     "get_backend",
@@ -49,3 +52,13 @@ def get_backend(name: str, *, allow_local: bool = False) -> Backend:
             )
         return LocalBackend()
     raise SandboxError(f"unknown sandbox backend {name!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def check_backend(name: str, data_dir: Path, *, allow_local: bool = False) -> None:
+    """Refuse, with the remedy, a sandbox that would fail every job: called at start-up by
+    `make run` (agenthub.run) and by each worker (agenthub_worker). bwrap is checked when it is
+    chosen, or when "auto" has no Docker Engine to choose instead."""
+    if name == "local":
+        get_backend(name, allow_local=allow_local)
+    elif name == "bwrap" or (name == "auto" and not docker_available()):
+        check_usable(data_dir)

