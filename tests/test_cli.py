@@ -773,8 +773,8 @@ def test_request_changes_with_a_message_starts_a_follow_up_attempt(
         "say goodbye too",
         bob,
     )
-    assert Attempt.objects.filter(job__public_id=public_id).count() == 2
-    assert "say goodbye too" in Job.objects.get(public_id=public_id).prompt
+    follow_up = Attempt.objects.get(job__public_id=public_id, number=2)
+    assert "# say goodbye too" in follow_up.instruction
 
 
 # --- --json on every command -------------------------------------------------------------------

@@ -143,9 +143,9 @@ def test_bob_comments_on_lines_removes_one_and_requests_changes_with_the_other(
         "bob requested changes"
     )
 
-    job.refresh_from_db()
-    assert f"# app.py:5: {KEPT}" in job.prompt
-    assert DROPPED not in job.prompt
+    follow_up = job.attempts.get(number=2)
+    assert f"# app.py:5: {KEPT}" in follow_up.instruction
+    assert DROPPED not in follow_up.instruction
     assert list(LineComment.objects.values_list("path", "line", "side", "body")) == [
         ("app.py", 5, "new", KEPT)
     ]
