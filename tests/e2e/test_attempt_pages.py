@@ -35,6 +35,8 @@ def test_a_docker_attempts_card_names_its_image_and_a_follow_up_shows_what_it_wa
     page = sign_in(bob)
     page.goto(f"/jobs/{public_id}/review/")
     expect(page.locator("[data-role=image-digest]")).to_have_text(IMAGE_ID)
+    # The long ID wraps inside its card instead of widening the page.
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
     screenshot(page, "review-docker-card")
 
     page.locator("textarea[name=comment]").fill("Please write fewer lines")
