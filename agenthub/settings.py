@@ -27,6 +27,9 @@ AGENTHUB_DATA_DIR = env_path("AGENTHUB_DATA_DIR", str(BASE_DIR / ".agenthub"))
 # Made here because the SQLite database lives in it; sandbox users must be able to traverse it.
 AGENTHUB_DATA_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
 AGENTHUB_PORT = env_int("AGENTHUB_PORT", 8000, minimum=1, maximum=65535)
+# The ASGI server `make run` starts (agenthub/run.py). Both serve the API, the event streams and
+# the websockets; uvicorn answered the API faster on a 2-core machine (`make bench`, README).
+AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
 # Default sandbox backend for agents that do not name one. "auto" is docker when a Docker Engine
 # answers, else bwrap. "local" runs without isolation and is refused unless
 # AGENTHUB_ALLOW_LOCAL_SANDBOX is set as well.
