@@ -2,7 +2,8 @@
 two workers, print where to go, and stop everything on Ctrl-C.
 
 `server_command()` is also how the tests and `make bench` start the ASGI server, so they run the
-one AGENTHUB_ASGI_SERVER chooses."""
+one AGENTHUB_ASGI_SERVER chooses; `python -m agenthub.run serve <bind> <port>` runs just that
+server (the application image's web command)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ APP = "agenthub.asgi:application"
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agenthub.settings")
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 4:
+        from django.conf import settings
+
+        command = server_command(sys.argv[2], int(sys.argv[3]), settings.AGENTHUB_ASGI_SERVER)
+        os.execv(command[0], command)  # noqa: S606 - the server replaces this process
     import django
 
     django.setup()
