@@ -191,6 +191,31 @@ async def _load(
     report.latencies[phase] = samples
 
 
+async def _sockets(
+    target: Stack, report: Report, phase: str, count: int, clients: int, session: str
+) -> None:
+    """`count` websockets to the dashboard from `clients` concurrent clients, each timed from
+    connecting to its first message (the header counters)."""
+    from websockets.asyncio.client import connect
+
+    origin = f"http://{target.host}:{target.port}"
+    remaining = iter(range(count))
+    samples: list[float] = []
+
+    async def client() -> None:
+        for _ in remaining:
+            start = time.perf_counter()
+            async with connect(
+                f"ws://{target.host}:{target.port}/ws/dashboard/",
+                additional_headers={"Cookie": f"sessionid={session}", "Origin": origin},
+            ) as socket_:
+                json.loads(await socket_.recv())
+            samples.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    report.latencies[phase] = samples
+
+
 def _count(target: Stack, token: str, status: str) -> int:
     path = f"/api/v1/jobs?status={status}&per_page=1"
     code, body, _ = asyncio.run(request(target.host, target.port, "GET", path, token))
@@ -205,7 +230,7 @@ def _count(target: Stack, token: str, status: str) -> int:
 def measure(target: Stack, sizes: Sizes, server: str) -> Report:
     """The workers' throughput; then warm-ups, sequential GETs of one job and submits, concurrent
     GETs and submits (the workers running what was submitted meanwhile); in-process
-    `submit_job`."""
+    `submit_job`; websockets opened sequentially and concurrently."""
     report = Report(server)
     token = target.tokens["alice"]
     submit = ("POST", "/api/v1/jobs", token, json.dumps(SUBMIT).encode())
@@ -227,7 +252,15 @@ def measure(target: Stack, sizes: Sizes, server: str) -> Report:
     _throughput(target, report, sizes.jobs, sizes.patience)
     asyncio.run(phases())
     report.latencies["Redis PING"] = _redis_round_trips(target.redis_url, sizes.sequential)
-    report.in_process = _in_process_submits(target, sizes.in_process)
+    report.in_process, session = _in_process_submits(target, sizes.in_process)
+
+    async def websockets() -> None:
+        await _sockets(target, report, "websocket", sizes.sequential, 1, session)
+        for clients in sizes.clients:
+            phase = f"websocket @{clients}"
+            await _sockets(target, report, phase, sizes.concurrent, clients, session)
+
+    asyncio.run(websockets())
     return report
 
 
@@ -244,9 +277,10 @@ def _redis_round_trips(url: str, count: int) -> list[float]:
     return samples
 
 
-def _in_process_submits(target: Stack, count: int) -> list[float]:
+def _in_process_submits(target: Stack, count: int) -> tuple[list[float], str]:
     """`services.submit_job` timed in a process of its own on the stack's database and Redis
-    (this process's Django is set up on the audit bench's scratch database)."""
+    (this process's Django is set up on the audit bench's scratch database); and a session of
+    alice's for the websockets."""
     done = subprocess.run(
         [sys.executable, "-m", "agenthub.bench_api", "in-process", str(count)],
         env={**target.env, "DJANGO_SETTINGS_MODULE": "agenthub.settings"},
@@ -256,14 +290,16 @@ def _in_process_submits(target: Stack, count: int) -> list[float]:
     )
     if done.returncode != 0:
         raise RuntimeError(f"in-process submit failed:\n{done.stderr[-3000:]}")
-    return [float(x) for x in json.loads(done.stdout.splitlines()[-1])]
+    answer = json.loads(done.stdout.splitlines()[-1])
+    return [float(x) for x in answer["samples"]], str(answer["session"])
 
 
-def _time_submit_job(count: int) -> list[float]:
+def _time_submit_job(count: int) -> dict[str, Any]:
     import django
 
     django.setup()
     from django.contrib.auth import get_user_model
+    from django.test import Client
 
     from jobs import services
 
@@ -274,7 +310,9 @@ def _time_submit_job(count: int) -> list[float]:
         services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="bench")
         if n >= 3:
             samples.append(time.perf_counter() - start)
-    return samples
+    browser = Client()
+    browser.force_login(alice)
+    return {"samples": samples, "session": browser.cookies["sessionid"].value}
 
 
 def _throughput(target: Stack, report: Report, jobs: int, patience: float) -> None:

@@ -20,8 +20,9 @@ def test_the_api_bench_measures_every_phase_on_make_runs_stack(capsys):
     with bench_api.stack(settings.AGENTHUB_ASGI_SERVER, settings.AGENTHUB_DATA_DIR) as stack:
         report = bench_api.measure(stack, sizes, settings.AGENTHUB_ASGI_SERVER)
 
-    assert list(report.latencies) == [*PHASES, "Redis PING"]
+    assert list(report.latencies) == [*PHASES, "Redis PING", "websocket", "websocket @2"]
     assert [len(report.latencies[p]) for p in PHASES] == [1, 1, 3, 3, 4, 4]
+    assert [len(report.latencies[p]) for p in ("websocket", "websocket @2")] == [3, 4]
     assert set(report.statuses) == {200, 202}
     assert len(report.in_process) == 2
     assert report.jobs_finished == 2 and report.jobs_per_second > 0
