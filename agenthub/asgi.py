@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (served by daphne)."""
+"""ASGI entry point: HTTP through Django, websockets through Channels (served by uvicorn or daphne,
+see AGENTHUB_ASGI_SERVER and agenthub/run.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agenthub.settings")
-# daphne serves the few static files itself; no separate web server is needed for them.
+# The ASGI server serves the few static files itself; no separate web server is needed for them.
 django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

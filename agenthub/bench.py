@@ -1,5 +1,10 @@
 """`make bench`: numbers measured in one run, each beside the baseline it is compared with.
 
+The API on `make run`'s stack (agenthub/bench_api.py): submit and GET latencies sequentially and
+from 20 and 50 concurrent clients, against a sequential GET of one job and a Redis round trip;
+in-process `submit_job`; jobs per second through the workers. AGENTHUB_BENCH_SERVERS=uvicorn,daphne
+measures the stack under each ASGI server in turn (default: AGENTHUB_ASGI_SERVER's).
+
 Sandbox start overhead: start-to-exit of a trivial agent (`true`) on each backend, against a bare
 subprocess, as medians over several runs.
 
@@ -34,15 +39,26 @@ def main() -> int:
     import django
 
     django.setup()
-    _sandbox_bench()
+    from django.conf import settings
+
+    from agenthub import bench_api
+
+    bwrap_start = _sandbox_bench().get("bwrap")
+    servers = os.environ.get("AGENTHUB_BENCH_SERVERS") or settings.AGENTHUB_ASGI_SERVER
+    for server in servers.split(","):
+        with bench_api.stack(server.strip(), settings.AGENTHUB_DATA_DIR) as stack:
+            report = bench_api.measure(stack, bench_api.Sizes(), server.strip())
+        bench_api.show(report, bwrap_start)
     _audit_bench()
     return 0
 
 
-def _sandbox_bench() -> None:
+def _sandbox_bench() -> dict[str, float]:
+    """Prints the medians, and returns them by backend."""
     print(f"sandbox start-to-exit of `true`, median of {RUNS} runs")
     baseline = _median(_bare)
     print(f"  {'bare subprocess':18} {baseline * 1000:8.1f} ms   1.0x (baseline)")
+    medians = {}
     for name in _backends():
         try:
             seconds = _median(partial(_sandboxed, name))
@@ -50,6 +66,8 @@ def _sandbox_bench() -> None:
             print(f"  {name:18} unavailable: {exc}")
             continue
         print(f"  {name:18} {seconds * 1000:8.1f} ms {seconds / baseline:6.1f}x")
+        medians[name] = seconds
+    return medians
 
 
 def _audit_bench() -> None:

@@ -1,5 +1,9 @@
 """`make run`: migrate, load the demo, start Redis (if none is configured), the ASGI server and
-two workers, print where to go, and stop everything on Ctrl-C."""
+two workers, print where to go, and stop everything on Ctrl-C.
+
+`server_command()` is also how the tests and `make bench` start the ASGI server, so they run the
+one AGENTHUB_ASGI_SERVER chooses; `python -m agenthub.run serve <bind> <port>` runs just that
+server (the application image's web command)."""
 
 from __future__ import annotations
 
@@ -14,10 +18,16 @@ from collections.abc import Iterator
 from agenthub.embedded_redis import die_with_parent, embedded_redis
 
 WORKERS = 2
+APP = "agenthub.asgi:application"
 
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agenthub.settings")
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 4:
+        from django.conf import settings
+
+        command = server_command(sys.argv[2], int(sys.argv[3]), settings.AGENTHUB_ASGI_SERVER)
+        os.execv(command[0], command)  # noqa: S606 - the server replaces this process
     import django
 
     django.setup()
@@ -44,11 +54,7 @@ def main() -> int:
     with _redis() as redis_url:
         env = {**os.environ, "REDIS_URL": redis_url}
         children = [
-            subprocess.Popen(
-                ["daphne", "-b", bind, "-p", str(port), "agenthub.asgi:application"],
-                env=env,
-                executable=_bin("daphne"),
-            ),
+            subprocess.Popen(server_command(bind, port, settings.AGENTHUB_ASGI_SERVER), env=env),
             *(
                 subprocess.Popen(
                     [*manage, "agenthub_worker", "--name", f"agenthub-{os.getpid()}-{n}"], env=env
@@ -76,12 +82,21 @@ def _redis() -> Iterator[str]:
         yield url
 
 
+def server_command(bind: str, port: int, server: str) -> list[str]:
+    """The command line that serves agenthub.asgi on bind:port with `server` (uvicorn|daphne)."""
+    if server == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", bind, "-p", str(port), APP]
+    return [
+        *(sys.executable, "-m", "uvicorn", APP, "--host", bind, "--port", str(port)),
+        # Django has no lifespan events; websockets through the `websockets` package.
+        *("--lifespan", "off", "--ws", "websockets-sansio"),
+        # Without it a stop waits for every open event stream and long poll to end by itself.
+        *("--timeout-graceful-shutdown", "5"),
+    ]
+
+
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, preexec_fn=die_with_parent)  # noqa: PLW1509
-
-
-def _bin(name: str) -> str:
-    return os.path.join(os.path.dirname(sys.executable), name)
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:

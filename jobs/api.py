@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import AsyncToSync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
+from django.db import close_old_connections
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -36,6 +37,7 @@ WAIT_MAX_SECONDS = 60
 SSE_POLL_SECONDS = 0.25
 # A job in one of these states is waiting for a person or is over: /wait returns.
 SETTLED = {s for s in JobStatus.values if s not in (JobStatus.QUEUED, JobStatus.RUNNING)}
+T = TypeVar("T")
 
 
 def error_response(exc: ServiceError) -> JsonResponse:
@@ -51,7 +53,54 @@ def error_response(exc: ServiceError) -> JsonResponse:
     return response
 
 
-class BearerToken(HttpBearer):
+async def in_pool(work: Callable[..., T], *args: Any) -> T:
+    """Run `work` (sync: ORM, Redis) for an async view, in the event loop's thread pool.
+
+    The hot calls (submit, get, list) are async views so that a request holds no thread of its
+    own: Django starts one thread per request for a sync view (its ThreadSensitiveContext),
+    while this pool's threads are few (min(32, cores + 4)) and reused, so under load requests
+    wait their turn on the loop rather than as threads fighting for the GIL and the SQLite lock.
+    Each call is like a request of its own for the database: one call holds a transaction and
+    its on-commit effects whole, and its connection is closed after (or kept for CONN_MAX_AGE).
+
+    Where the outermost caller is sync (Django's test client, an async_to_sync) the work goes
+    back to that caller's thread instead, as Django's own async ORM methods do: that is where
+    a test's transaction lives."""
+    if getattr(AsyncToSync.executors, "current", None) is not None:
+        return await sync_to_async(work, thread_sensitive=True)(*args)
+    return await sync_to_async(_as_request(work), thread_sensitive=False)(*args)
+
+
+def _as_request(work: Callable[..., T]) -> Callable[..., T]:
+    def run(*args: Any) -> T:
+        close_old_connections()  # as at a request's start and end (Django's signal handlers)
+        try:
+            return work(*args)
+        finally:
+            close_old_connections()
+
+    return run
+
+
+class InPoolForAsyncViews:
+    """Auth whose sync checks run in the pool (see in_pool) when an async view is called, and
+    in the view's own thread otherwise. ninja awaits what an `is_async` auth returns in an
+    async operation; in a sync one it uses a result that is not a coroutine as it is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.is_async = True
+
+    def __call__(self, request: HttpRequest) -> Any:
+        check = super().__call__  # type: ignore[misc]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return check(request)
+        return in_pool(check, request)
+
+
+class BearerToken(InPoolForAsyncViews, HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         found = tokens.authenticate(token)
         # Keyed by the hash rather than the id, which a test database hands out again.
@@ -59,7 +108,7 @@ class BearerToken(HttpBearer):
         return found.user
 
 
-class SignedInSession(SessionAuth):
+class SignedInSession(InPoolForAsyncViews, SessionAuth):
     """A browser's session. CSRF is checked here, for signed-in users only, so that a request
     without any credentials is told 401 rather than a CSRF failure."""
 
@@ -156,7 +205,11 @@ def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     url_name="api-jobs",
     summary="Submit a job",
 )
-def submit_job(request: ApiRequest, data: schemas.SubmitIn) -> Any:
+async def submit_job(request: ApiRequest, data: schemas.SubmitIn) -> Any:
+    return await in_pool(submitted, request, data)
+
+
+def submitted(request: ApiRequest, data: schemas.SubmitIn) -> Any:
     if data.callback_url:
         try:
             hook_services.check_url(data.callback_url)
@@ -176,7 +229,7 @@ def submit_job(request: ApiRequest, data: schemas.SubmitIn) -> Any:
     url_name="api-jobs",
     summary="Your teams' jobs, newest first",
 )
-def list_jobs(
+async def list_jobs(
     request: ApiRequest,
     status: JobStatus | None = None,
     repo: str | None = None,
@@ -186,6 +239,17 @@ def list_jobs(
     page: int = Query(1, ge=1),
     per_page: int = Query(50, ge=1, le=200),
 ) -> Any:
+    return await in_pool(job_page, request, status, repo, submitter, page, per_page)
+
+
+def job_page(
+    request: ApiRequest,
+    status: JobStatus | None,
+    repo: str | None,
+    submitter: str | None,
+    page: int,
+    per_page: int,
+) -> dict[str, Any]:
     found = access.visible_jobs(request.auth).order_by("-created_at", "-pk")
     if status:
         found = found.filter(status=status)
@@ -230,8 +294,8 @@ def submitter_named(user: Any, name: str) -> Any:
     url_name="api-job",
     summary="A job with its attempts, progress, diff stats and reviews",
 )
-def get_job(request: ApiRequest, id: str) -> Any:
-    return job_detail(access.get_job(request.auth, id))
+async def get_job(request: ApiRequest, id: str) -> Any:
+    return await in_pool(lambda: job_detail(access.get_job(request.auth, id)))
 
 
 @api.get(

@@ -76,6 +76,11 @@ def revoke(user: Any, token_id: int) -> ApiToken:
     return token
 
 
+# A token's last use is written at most this often (the tokens page shows it to the minute): a
+# write on every call would queue each API request, GETs too, for SQLite's one write lock.
+LAST_USE_PRECISION = timedelta(minutes=1)
+
+
 def authenticate(key: str) -> ApiToken:
     """The usable token with this key, its use recorded; Unauthorized saying why otherwise."""
     token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(key)).first()
@@ -87,8 +92,10 @@ def authenticate(key: str) -> ApiToken:
         raise Unauthorized(
             f"The API token {token.name!r} expired on {token.expires_at:%Y-%m-%d %H:%M} UTC."
         )
-    token.last_used_at = timezone.now()
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=token.last_used_at)
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USE_PRECISION:
+        token.last_used_at = now
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
 
 

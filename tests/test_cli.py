@@ -1,5 +1,5 @@
-"""The `agenthub` CLI against a real server over HTTP (pytest-django's live_server, or daphne
-where events must stream), with real RQ workers, real git and the real sandbox behind it."""
+"""The `agenthub` CLI against a real server over HTTP (pytest-django's live_server, or the ASGI
+server where events must stream), with real RQ workers, real git and the real sandbox behind it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from agenthub.run import server_command
 from agenthub_cli.client import Client, CliError
 from agenthub_cli.commands import line_comment
 from agenthub_cli.config import config_path, credentials, save_config
@@ -572,23 +573,24 @@ def test_diff_piped_to_git_apply_applies_on_a_checkout_of_the_base(
 
 @pytest.fixture
 def asgi_server(workers: Workers, tmp_path: Path) -> Iterator[str]:
-    """daphne serving the project on the test database. Unlike live_server (WSGI, which buffers
-    a streamed response whole), it sends each Server-Sent Event as it is written."""
+    """The ASGI server `make run` starts, serving the project on the test database. Unlike
+    live_server (WSGI, which buffers a streamed response whole), it sends each Server-Sent Event
+    as it is written."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = (tmp_path / "daphne.log").open("wb")
-    command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agenthub.asgi:application"]
+    log = (tmp_path / "server.log").open("wb")
+    command = server_command("127.0.0.1", port, settings.AGENTHUB_ASGI_SERVER)
     # A quick keep-alive: an open stream checks its credentials again at each one.
     env = workers.env(AGENTHUB_SSE_KEEPALIVE="1")
-    proc = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT, stderr=log)
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stderr=log)
 
     def listening() -> bool:
-        assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_for(listening, what="daphne to listen")
+    wait_for(listening, what="the ASGI server to listen")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

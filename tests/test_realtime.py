@@ -7,8 +7,8 @@ import asyncio
 import http.client
 import json
 import os
+import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 from channels.layers import channel_layers, get_channel_layer
+from django.conf import settings
+from django.test import Client
+from websockets.sync.client import connect
 
+from agenthub.run import server_command
 from jobs import services
 from jobs.events import Draft, append_events, job_group, team_group
 from jobs.models import ApiToken
@@ -67,9 +71,6 @@ def test_events_and_status_are_published_to_job_and_team_groups(api, alice, repo
     assert "running" in updates
 
 
-APP = "agenthub.asgi:application"
-
-
 @dataclass
 class Server:
     host: str
@@ -84,23 +85,38 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def server(transactional_db: None, tmp_path: Path, server_env: dict[str, str]) -> Iterator[Server]:
-    """daphne serving agenthub.asgi on a free port, against the test database and Redis."""
-    log = tmp_path / "daphne.log"
+def asgi_server() -> str:
+    """Which ASGI server serves (a test parametrizes this to try the other)."""
+    return settings.AGENTHUB_ASGI_SERVER
+
+
+@pytest.fixture
+def server(
+    transactional_db: None, tmp_path: Path, server_env: dict[str, str], asgi_server: str
+) -> Iterator[Server]:
+    """The ASGI server `make run` starts, serving agenthub.asgi on a free port against the test
+    database and Redis."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", APP],
+            server_command("127.0.0.1", port, asgi_server),
             env=Workers().env(**server_env),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
     try:
-        line = wait_for(
-            lambda: next((x for x in log.read_text().splitlines() if "Listening on" in x), None),
-            what="daphne to listen",
-        )
-        yield Server("127.0.0.1", int(line.rsplit(":", 1)[1]), proc.pid)
+        wait_for(listening, what=f"{asgi_server} to listen")
+        yield Server("127.0.0.1", port, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -332,8 +348,6 @@ def test_revoking_a_token_ends_the_streams_it_opened(server, alice, repo):
 
 @QUICK_CHECKS
 def test_signing_out_ends_the_streams_of_the_session(server, alice, repo):
-    from django.test import Client
-
     job = services.submit_job(alice, repo="demo", agent="shell", prompt="echo hi")
     browser = Client()
     browser.force_login(alice)
@@ -375,4 +389,35 @@ def test_a_stream_whose_credentials_hold_stays_open_across_checks(server, alice,
         assert follower.response.readline() == b"\n"
     append_events(job.attempts.get().pk, [Draft("log", "still here", "stdout")])
     assert follower.next().data["text"] == "still here"
+    follower.close()
+
+
+@pytest.mark.parametrize("asgi_server", ["uvicorn", "daphne"])
+def test_each_asgi_server_serves_the_api_a_websocket_and_an_event_stream(server, alice, repo):
+    _, key = ApiToken.issue(alice, "each server")
+    bearer = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    body = json.dumps({"repo": "demo", "agent": "shell", "prompt": "echo hi"})
+    connection.request("POST", "/api/v1/jobs", body=body, headers=bearer)
+    response = connection.getresponse()
+    assert response.status == 202
+    public_id = json.loads(response.read())["id"]
+    connection.request("GET", f"/api/v1/jobs/{public_id}", headers=bearer)
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())["id"]) == (200, public_id)
+
+    browser = Client()
+    browser.force_login(alice)
+    with connect(
+        f"ws://{server.host}:{server.port}/ws/jobs/{public_id}/",
+        additional_headers={
+            "Cookie": f"sessionid={browser.cookies['sessionid'].value}",
+            "Origin": f"http://{server.host}:{server.port}",
+        },
+        open_timeout=30,
+    ) as websocket:
+        assert json.loads(websocket.recv(timeout=30))["type"]
+
+    follower = Follower(server, f"/api/v1/jobs/{public_id}/events", key)
+    assert follower.next().data["text"] == "queued"
     follower.close()

@@ -1,5 +1,6 @@
-"""The real stack for browser tests: daphne on a free port against the pytest database, Debian's
-Chromium driven by Playwright, and users signed in through the real login form.
+"""The real stack for browser tests: the ASGI server `make run` starts (agenthub/run.py) on a free
+port against the pytest database, Debian's Chromium driven by Playwright, and users signed in
+through the real login form.
 
 The server is started once per session: it keeps no state of its own between requests (every
 request opens its own database connection), so the flush between transactional tests is safe.
@@ -17,9 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from agenthub.run import server_command
 from tests.conftest import ROOT, Workers
 
 CHROMIUM = "/usr/bin/chromium"
@@ -89,15 +92,15 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def live_url(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of a daphne serving agenthub.asgi against the test database and Redis."""
+    """The base URL of the ASGI server `make run` starts, serving agenthub.asgi against the test
+    database and Redis."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
     # After django_db_setup, so Workers.env() names the test database, as the workers see it.
     env = Workers().env()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port)]
-            + ["agenthub.asgi:application"],
+            server_command("127.0.0.1", port, settings.AGENTHUB_ASGI_SERVER),
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -108,7 +111,8 @@ def live_url(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) ->
         deadline = time.monotonic() + 30
         while not _answers(f"{url}/accounts/login/"):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not come up:\n{log_path.read_text()[-3000:]}")
+                tail = log_path.read_text()[-3000:]
+                raise RuntimeError(f"the ASGI server did not come up:\n{tail}")
             time.sleep(0.1)
         yield url
     finally:

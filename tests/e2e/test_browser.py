@@ -1,6 +1,6 @@
-"""The whole stack in a real browser: daphne, an RQ worker running jobs in the bwrap sandbox,
-Channels over Redis, and Chromium. alice submits and watches, bob reviews and merges, carol (of
-another team) sees nothing."""
+"""The whole stack in a real browser: the ASGI server, an RQ worker running jobs in the bwrap
+sandbox, Channels over Redis, and Chromium. alice submits and watches, bob reviews and merges,
+carol (of another team) sees nothing."""
 
 from __future__ import annotations
 

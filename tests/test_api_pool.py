@@ -1,0 +1,104 @@
+"""The hot API calls (submit, get, list) are async views whose ORM work runs in the event loop's
+thread pool when the loop is the outermost program, as under uvicorn or daphne. Driven here from
+asyncio.run, so they take that path rather than the test client's thread: the answers, errors,
+auth and rate limit are the same there."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from django.test import AsyncClient, override_settings
+
+from jobs import services
+from jobs.models import ApiToken, Job
+
+pytestmark = pytest.mark.usefixtures("transactional_db")  # the pool's threads see commits only
+
+SUBMIT = {"repo": "demo", "agent": "shell", "prompt": "echo hi"}
+
+
+def run(*calls: tuple[str, str, dict[str, Any]], **headers: str) -> list[Any]:
+    """The calls in order from one async client, as the outermost program."""
+
+    async def go() -> list[Any]:
+        client = AsyncClient()
+        answers = []
+        for method, path, body in calls:
+            if method == "post":
+                answers.append(
+                    await client.post(path, body, content_type="application/json", headers=headers)
+                )
+            else:
+                answers.append(await client.get(path, body, headers=headers))
+        return answers
+
+    return asyncio.run(go())
+
+
+def bearer(user: Any) -> dict[str, str]:
+    return {"authorization": f"Bearer {ApiToken.issue(user, 'pool')[1]}"}
+
+
+def test_submit_get_and_list_answer_from_the_pool(alice, repo, monkeypatch):
+    threads = set()
+    submit_job = services.submit_job
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return submit_job(*args, **kwargs)
+
+    monkeypatch.setattr(services, "submit_job", spy)
+    (submitted,) = run(("post", "/api/v1/jobs", SUBMIT), **bearer(alice))
+    assert submitted.status_code == 202, submitted.json()
+    public_id = submitted.json()["id"]
+    assert Job.objects.get(public_id=public_id).attempts.get().status == "queued"
+    assert threads and threading.main_thread().name not in threads
+
+    got, listed = run(
+        ("get", f"/api/v1/jobs/{public_id}", {}), ("get", "/api/v1/jobs", {}), **bearer(alice)
+    )
+    assert (got.status_code, got.json()["id"]) == (200, public_id)
+    assert [job["id"] for job in listed.json()["jobs"]] == [public_id]
+
+
+def test_errors_keep_their_json_shape_in_the_pool(alice, carol, repo):
+    job = services.submit_job(alice, **SUBMIT)
+    bad, unknown, other_teams, bad_filter = run(
+        ("post", "/api/v1/jobs", {**SUBMIT, "repo": "nope"}),
+        ("get", "/api/v1/jobs/nope", {}),
+        ("get", f"/api/v1/jobs/{job.public_id}", {}),
+        ("get", "/api/v1/jobs", {"submitter": "alice"}),
+        **bearer(carol),
+    )
+    assert bad.status_code == 400 and bad.json()["field"] == "repo"
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+    assert other_teams.status_code == 404
+    assert bad_filter.status_code == 400 and bad_filter.json()["field"] == "submitter"
+
+
+def test_auth_and_the_rate_limit_hold_in_the_pool(alice, repo):
+    (anonymous,) = run(("get", "/api/v1/jobs", {}))
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "unauthorized"
+    (revoked,) = run(("get", "/api/v1/jobs", {}), authorization="Bearer not-a-token")
+    assert revoked.status_code == 401
+
+    with override_settings(AGENTHUB_API_RATE_LIMIT="2/60"):
+        answers = run(*[("get", "/api/v1/jobs", {})] * 3, **bearer(alice))
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1]["Retry-After"]
+
+
+def test_a_session_needs_its_csrf_token_in_the_pool(alice, repo):
+    async def go() -> tuple[Any, Any]:
+        client = AsyncClient(enforce_csrf_checks=True)
+        await client.aforce_login(alice)
+        listed = await client.get("/api/v1/jobs")
+        posted = await client.post("/api/v1/jobs", SUBMIT, content_type="application/json")
+        return listed, posted
+
+    listed, posted = asyncio.run(go())
+    assert listed.status_code == 200
+    assert posted.status_code == 403 and "CSRF" in posted.json()["detail"]
