@@ -44,6 +44,9 @@ AGENTHUB_MAX_PROMPT_BYTES = env_int("AGENTHUB_MAX_PROMPT_BYTES", 64 * 1024, mini
 AGENTHUB_MAX_LOG_BYTES = env_int("AGENTHUB_MAX_LOG_BYTES", 10 * 1024 * 1024, minimum=1024)
 # An attempt whose worker has not written a heartbeat for this long is marked lost.
 AGENTHUB_HEARTBEAT_TIMEOUT = env_int("AGENTHUB_HEARTBEAT_TIMEOUT", 30, minimum=5)
+# Workers (and the agents they start) run at this CPU niceness: agents are background work, so
+# where web and workers share cores the person's request is answered first.
+AGENTHUB_WORKER_NICE = env_int("AGENTHUB_WORKER_NICE", 10, minimum=0, maximum=19)
 AGENTHUB_RECONCILE_INTERVAL = env_int("AGENTHUB_RECONCILE_INTERVAL", 10, minimum=1)
 AGENTHUB_TEAM_CONCURRENCY = env_int("AGENTHUB_TEAM_CONCURRENCY", 2, minimum=1)
 

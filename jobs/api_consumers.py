@@ -18,13 +18,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from jobs import access, ratelimit, tokens
 from jobs.api import SETTLED, WAIT_MAX_SECONDS, attempt_of, error_response, sse
+from jobs.consumers import in_pool
 from jobs.errors import BadInput, ServiceError, Unauthorized
 from jobs.events import job_group
 from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Event, Job
@@ -131,7 +131,7 @@ class EventStreamConsumer(JobCallConsumer):
     last = 0
 
     async def start(self, job: Job, query: dict[str, Any], headers: dict[str, str]) -> None:
-        attempt = await database_sync_to_async(attempt_of)(job, _whole(query, "attempt"))
+        attempt = await in_pool(attempt_of)(job, _whole(query, "attempt"))
         self.attempt_id, self.number = attempt.pk, attempt.number
         self.last = max(_whole(query, "after") or 0, _whole(headers, "last-event-id") or 0)
         # Joined before the backlog is read: what is written meanwhile also arrives as a message,
@@ -224,7 +224,7 @@ class WaitConsumer(JobCallConsumer):
         await self.finish()
 
 
-@database_sync_to_async
+@in_pool
 def _job(scope: dict[str, Any], headers: dict[str, str]) -> Job:
     """The job the request is about, as its authenticated user may see it (the checks of
     jobs/api.py's BearerToken and SignedInSession; no CSRF, as both calls are GETs)."""
@@ -233,7 +233,7 @@ def _job(scope: dict[str, Any], headers: dict[str, str]) -> Job:
     return access.get_job(user, CALL.match(scope["path"])["public_id"])  # type: ignore[index]
 
 
-@database_sync_to_async
+@in_pool
 def _still_allowed(scope: dict[str, Any], headers: dict[str, str]) -> None:
     """_job's checks again for an open stream, not counted by the rate limit; a session must
     still exist (signing out deletes it)."""
@@ -267,7 +267,7 @@ def _whole(values: dict[str, Any], name: str, default: int | None = None) -> Any
     return int(value)
 
 
-@database_sync_to_async
+@in_pool
 def _events_after(attempt_id: int, after: int) -> tuple[list[dict[str, Any]], str]:
     # The status first: if it says finished, the events read after it are all there will be.
     status = Attempt.objects.values_list("status", flat=True).get(pk=attempt_id)
@@ -275,6 +275,6 @@ def _events_after(attempt_id: int, after: int) -> tuple[list[dict[str, Any]], st
     return [e.as_dict() for e in found], status
 
 
-@database_sync_to_async
+@in_pool
 def _detail(job_id: int) -> dict[str, Any]:
     return job_detail(Job.objects.get(pk=job_id))

@@ -7,6 +7,7 @@ only to be closed with 4403, so the browser sees why.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,6 +20,11 @@ from jobs.errors import NotFound
 from jobs.events import job_group, team_group, user_group
 from jobs.models import Attempt, Event, Job
 from jobs.serialize import team_counters
+
+# The consumers' database work runs in the event loop's thread pool. Channels gives a consumer
+# no thread-sensitive context of its own (Django's HTTP handler does, per request), so with the
+# default every socket of the process would queue its queries behind one shared thread.
+in_pool = partial(database_sync_to_async, thread_sensitive=False)
 
 FORBIDDEN = 4403
 SIGNED_OUT = 4401
@@ -130,17 +136,17 @@ def _number(query: dict[str, list[str]], name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-@database_sync_to_async
+@in_pool
 def _team_ids(user: Any) -> list[int]:
     return list(access.teams(user).values_list("pk", flat=True))
 
 
-@database_sync_to_async
+@in_pool
 def _counters(team_ids: list[int]) -> dict[int, dict[str, int]]:
     return team_counters(team_ids)
 
 
-@database_sync_to_async
+@in_pool
 def _card(user: Any, public_id: str) -> tuple[str, bool] | None:
     """The job's card as this user sees it, and whether its news is for them."""
     job = access.visible_jobs(user).filter(public_id=public_id).first()
@@ -150,7 +156,7 @@ def _card(user: Any, public_id: str) -> tuple[str, bool] | None:
     return html, access.is_concerned(user, job)
 
 
-@database_sync_to_async
+@in_pool
 def _job(user: Any, public_id: str) -> Job | None:
     try:
         return access.get_job(user, public_id)
@@ -158,13 +164,13 @@ def _job(user: Any, public_id: str) -> Job | None:
         return None
 
 
-@database_sync_to_async
+@in_pool
 def _attempt(job: Job, number: int | None) -> Attempt | None:
     found = job.attempts.order_by("-number")
     return (found.filter(number=number) if number else found).first()
 
 
-@database_sync_to_async
+@in_pool
 def _events(attempt_id: int, after: int, limit: int) -> list[dict[str, Any]]:
     found = Event.objects.filter(attempt_id=attempt_id, seq__gt=after).order_by("seq")[:limit]
     return [e.as_dict() for e in found]

@@ -16,6 +16,7 @@ enqueued job runs on whichever host takes it, while each worker host has its own
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -49,6 +50,7 @@ class Command(BaseCommand):
             )
         except SandboxError as exc:
             raise CommandError(f"this worker cannot run agents: {exc}") from exc
+        os.nice(settings.AGENTHUB_WORKER_NICE)
         worker = django_rq.get_worker(
             *QUEUES, worker_class="rq.worker.SimpleWorker", name=options["name"]
         )
