@@ -131,7 +131,9 @@ TEMPLATES = [
 
 _default_db = f"sqlite:///{AGENTHUB_DATA_DIR / 'agenthub.sqlite3'}"
 DATABASES = {
-    "default": dj_database_url.parse(env_str("DATABASE_URL") or _default_db, conn_max_age=0)
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL") or _default_db, conn_max_age=60, conn_health_checks=True
+    )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, workers and tests write concurrently: wait for the lock instead of failing, and take
@@ -141,6 +143,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # 7 µs), which every submit, token check and worker update queued behind. The database stays
     # consistent; a power cut (not a crash of AgentHub) may lose the last commits. Production
     # runs PostgreSQL.
+    # agenthub/sqlite: Django's backend, polling for the write lock (see its docstring).
+    DATABASES["default"]["ENGINE"] = "agenthub.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
