@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench venv clean sandbox-image app-image
+.PHONY: run test suite lint typecheck bench venv clean sandbox-image app-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,19 @@ typecheck: $(STAMP)
 # in a place the sandbox users can reach wherever the checkout is. pytest's tmp_path lives beside
 # it too: under the shared /tmp/pytest-of-<user>, which every pytest run resets to 0700, a
 # sandbox user could lose its way to a test's workspace whenever another run starts.
+# The suite runs in TEST_PROCESSES pytest-xdist processes (0: in pytest's own): most tests wait
+# on workers, sandboxes, containers and the browser rather than compute, so more processes than
+# cores pays. Each process keeps a data dir, test database and Redis database of its own
+# (agenthub/settings.py, tests/conftest.py). `make suite` is the same without lint and typecheck.
 TEST_DATA_DIR ?= /tmp/agenthub-test
-test: lint typecheck
+TEST_PROCESSES ?= 3
+test: lint typecheck suite
+
+suite: $(STAMP)
 	rm -rf $(TEST_DATA_DIR) && mkdir -m 755 -p $(TEST_DATA_DIR)
 	AGENTHUB_DATA_DIR=$(TEST_DATA_DIR) $(BIN)/python -m agenthub.embedded_redis \
-		$(BIN)/pytest --basetemp=$(TEST_DATA_DIR)-tmp $(PYTEST_ARGS)
+		$(BIN)/pytest --basetemp=$(TEST_DATA_DIR)-tmp -n $(TEST_PROCESSES) --durations=25 \
+		$(PYTEST_ARGS)
 
 # The docker backend's sandbox image (app-image: also web/worker), built without a registry and
 # reused when unchanged; see docker/README.md.

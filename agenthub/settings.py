@@ -4,7 +4,9 @@ and docker/.env.example."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -22,6 +24,33 @@ ALLOWED_HOSTS = env_list(
     "AGENTHUB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"]
 )
 CSRF_TRUSTED_ORIGINS = env_list("AGENTHUB_CSRF_TRUSTED_ORIGINS", [])
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_url_with_db_offset(url: str, offset: int) -> str:
+    """`url` with its database number raised by `offset` (redis://host/9, unix://sock?db=0)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if parts.scheme == "unix" or "db" in query:
+        query["db"] = str(int(query.get("db", 0)) + offset)
+        # Not geturl(): it drops the "//" of a unix URL, which redis-py then refuses.
+        return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
+    return parts._replace(path=f"/{int(parts.path.strip('/') or 0) + offset}").geturl()
+
+
+# pytest-xdist runs the suite in several processes at once (gw0, gw1, ...). Each takes a data
+# directory (its SQLite test database, stores, workspaces and docker instance label) and a Redis
+# database (its RQ queues and Channels layer) of its own, else one process's workers would run
+# another's attempts. They are written back to the environment, and the marker removed, so the
+# workers and servers its tests start inherit them as they are instead of deriving them again.
+_xdist_worker = os.environ.pop("PYTEST_XDIST_WORKER", "")
+if _xdist_worker:
+    _base_dir = env_path("AGENTHUB_DATA_DIR", str(BASE_DIR / ".agenthub"))
+    os.environ["AGENTHUB_DATA_DIR"] = str(_base_dir / _xdist_worker)
+    os.environ["REDIS_URL"] = _redis_url_with_db_offset(
+        env_str("REDIS_URL", DEFAULT_REDIS_URL), int(_xdist_worker.removeprefix("gw"))
+    )
 
 AGENTHUB_DATA_DIR = env_path("AGENTHUB_DATA_DIR", str(BASE_DIR / ".agenthub"))
 # Made here because the SQLite database lives in it; sandbox users must be able to traverse it.
@@ -67,7 +96,7 @@ if not AGENTHUB_VAPID_SUBJECT.startswith(("mailto:", "https:")):
 # Development and tests only: accept http://localhost push endpoints.
 AGENTHUB_PUSH_ALLOW_INSECURE_LOCALHOST = env_bool("AGENTHUB_PUSH_ALLOW_INSECURE_LOCALHOST", False)
 
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = env_str("REDIS_URL", DEFAULT_REDIS_URL)
 
 # Audit trail: each entry carries an HMAC of the previous entry's and its own content, keyed with
 # this (default: derived from SECRET_KEY). Changing it makes `manage.py verify_audit` fail.

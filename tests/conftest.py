@@ -20,7 +20,7 @@ from django.db import connection
 from django.test import Client
 
 from jobs import builtin, services, workspace
-from jobs.models import Agent, ApiToken, Job, Membership, Repository, Role, Team
+from jobs.models import Agent, ApiToken, Attempt, Job, Membership, Repository, Role, Team
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +29,31 @@ ROOT = Path(__file__).resolve().parent.parent
 def _empty_queues() -> None:
     for name in ("high", "default", "low"):
         django_rq.get_queue(name).empty()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _attempt_ids_of_our_own(
+    request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any
+) -> None:
+    """An attempt's sandbox runs as host uid SANDBOX_UID_BASE + its id (jobs/runner.py), which
+    RLIMIT_NPROC counts and the sandbox's clean-up sweeps. Each pytest-xdist process has a test
+    database of its own, so each numbers its attempts from a range of its own: two processes
+    never run sandboxes as one uid. (Flushes between tests keep the counters.)"""
+    worker = getattr(request.config, "workerinput", {}).get("workerid")
+    if not worker:
+        return
+    start = int(worker.removeprefix("gw")) * 10_000 + 1
+    table = Attempt._meta.db_table
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, false)", [table, start]
+            )
+        else:
+            cursor.execute("DELETE FROM sqlite_sequence WHERE name = %s", [table])
+            cursor.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, start - 1]
+            )
 
 
 @pytest.fixture

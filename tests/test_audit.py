@@ -47,6 +47,7 @@ def verify_audit() -> str:
     return out.getvalue()
 
 
+@pytest.mark.database  # the chain's head is a locked row
 class TestChain:
     def test_entries_are_numbered_and_linked(self):
         entries = trail(3)
@@ -136,6 +137,7 @@ class TestChain:
 @pytest.mark.skipif(
     not ON_POSTGRESQL, reason="the trigger is PostgreSQL's; .ci/run runs this file there too"
 )
+@pytest.mark.database
 class TestPostgresTrigger:
     @pytest.mark.parametrize(
         "sql",
@@ -157,6 +159,7 @@ class TestPostgresTrigger:
             AuditEntry.objects.update(actor_name="nobody")
 
 
+@pytest.mark.database
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_do_not_fork_the_chain():
     per_thread, threads = 15, 4
@@ -184,6 +187,7 @@ def test_concurrent_writers_do_not_fork_the_chain():
     assert verify().ok
 
 
+@pytest.mark.database
 class TestOneEntryPerAction:
     """Each audited action writes exactly one entry of its kind, naming who did it."""
 

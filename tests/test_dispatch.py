@@ -12,7 +12,8 @@ from django.utils import timezone
 from jobs import services
 from jobs.models import Attempt, AttemptStatus
 
-pytestmark = pytest.mark.django_db
+# Claims, the team's limit and the queue's order are row locks and conditional updates.
+pytestmark = [pytest.mark.django_db, pytest.mark.database]
 
 
 @pytest.fixture(autouse=True)

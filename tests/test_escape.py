@@ -351,13 +351,29 @@ echo "uid=$(id -u) euid=$(python3 -c 'import os; print(os.geteuid())')"
 
 
 def test_a_fork_bomb_stops_at_the_process_limit(api, alice, repo, workers, agent):
-    script = 'for i in $(seq 1000); do sleep 30 & done\necho "spawned all"'
+    # Forks until the limit refuses one. Not bash's `sleep 30 &` in a loop: bash meets a refused
+    # fork by retrying it with back-off for 15 s before it gives up, and that is all it adds.
+    script = """python3 - <<'EOF'
+import os, time
+for n in range(1000):
+    try:
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+    except OSError as refused:
+        print(f"fork {n}: {refused.strerror}", flush=True)
+        break
+else:
+    print("spawned all")
+EOF"""
 
     (attempt,) = escape(api(alice), workers, agent, script)
 
     log = log_of(attempt)
     assert "Resource temporarily unavailable" in log
     assert "spawned all" not in log
+    refused = next(line for line in log.splitlines() if line.startswith("fork "))
+    assert int(refused.split()[1].rstrip(":")) < agent.max_processes, refused
     assert attempt.status in ("failed", "succeeded"), attempt.reason
     assert (attempt.finished_at - attempt.started_at).total_seconds() < 60
 

@@ -40,6 +40,8 @@ def store_branch(repo: Any, branch: str = "main") -> str:
     return workspace.resolve_commit(Path(repo.store_path), branch)
 
 
+# A worker and the API write one attempt's rows at once; its events stay gap-free.
+@pytest.mark.database
 def test_job_waits_queued_without_a_worker_then_runs_to_needs_review(api, alice, repo, workers):
     client = api(alice)
     public_id = submit(client, "echo hello > hello.txt\necho done")
@@ -95,6 +97,8 @@ def test_events_after_n_return_only_the_rest_in_order(api, alice, repo, workers)
     assert rest == everything[3:]
 
 
+# Review, merge and the audit trail's head while a worker writes too.
+@pytest.mark.database
 def test_review_gate_merge_and_audit_trail(api, alice, bob, carol, repo, workers):
     public_id = run_job(api(alice), workers, "echo hello > hello.txt")
 
@@ -192,6 +196,8 @@ def test_timeout_kills_everything_and_keeps_partial_work(api, alice, team, repo,
     assert job_status(public_id) == "failed"
 
 
+# The API cancels while the worker writes the attempt's events.
+@pytest.mark.database
 def test_cancel_stops_a_running_job_and_keeps_partial_work(api, alice, repo, workers):
     client = api(alice)
     public_id = submit(client, "echo partial > partial.txt\necho started\nsleep 600")
@@ -211,6 +217,8 @@ def test_cancel_stops_a_running_job_and_keeps_partial_work(api, alice, repo, wor
     assert AuditEntry.objects.filter(action="job.cancel", actor=alice).count() == 1
 
 
+# Another worker's reconciler takes over what the dead one held.
+@pytest.mark.database
 def test_a_killed_worker_loses_its_attempt_which_is_retried(api, alice, repo, workers):
     client = api(alice)
     script = (

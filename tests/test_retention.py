@@ -24,7 +24,8 @@ from jobs import events, retention, services
 from jobs.models import Attempt, AttemptStatus, AuditEntry, Event, Review
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.django_db
+# Batched deletes of events, locked rows and the audit trail's head.
+pytestmark = [pytest.mark.django_db, pytest.mark.database]
 
 # An unprivileged uid for the files a sandbox leaves behind (below the runner's 200000 + id).
 SANDBOX_UID = 199_123

@@ -100,6 +100,7 @@ class TestWhenItApplies:
 
 
 @pytest.mark.slow
+@pytest.mark.database  # the review page finds the silent merge by a JSON lookup
 def test_a_docs_only_result_merges_unreviewed_and_the_audit_trail_says_so(
     alice, bob, client, team, repo, workers, tmp_path
 ):

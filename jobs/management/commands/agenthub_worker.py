@@ -26,12 +26,26 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 from redis import Redis
 from rq.scheduler import RQScheduler
+from rq.worker import SimpleWorker
 
 from jobs import retention, services
 from jobs.sandbox import SandboxError, check_backend
 
 log = logging.getLogger("jobs.worker")
 QUEUES = ("high", "default", "low")
+
+
+class AttemptWorker(SimpleWorker):
+    """RQ's SimpleWorker, which leaves at once when it stops (a burst ends, a SIGTERM)."""
+
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE and only then stops its pubsub thread, counting on the reply to
+        # wake the thread after the stop. When the reply comes first (a loaded host), the
+        # thread goes back to a 60 s read and redis-py's stop() waits for it: the worker took a
+        # minute to exit. Tripping the thread's flag first lets the reply end it.
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()
 
 
 class Command(BaseCommand):
@@ -52,7 +66,7 @@ class Command(BaseCommand):
             raise CommandError(f"this worker cannot run agents: {exc}") from exc
         os.nice(settings.AGENTHUB_WORKER_NICE)
         worker = django_rq.get_worker(
-            *QUEUES, worker_class="rq.worker.SimpleWorker", name=options["name"]
+            *QUEUES, worker_class=f"{__name__}.AttemptWorker", name=options["name"]
         )
         scheduler = RQScheduler(
             QUEUES, connection=worker.connection, name=worker.name, logging_level="WARNING"
