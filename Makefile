@@ -24,10 +24,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy agenthub agenthub_cli jobs notify hooks
 
-# Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's,
-# in a place the sandbox users can reach wherever the checkout is. pytest's tmp_path lives beside
-# it too: under the shared /tmp/pytest-of-<user>, which every pytest run resets to 0700, a
-# sandbox user could lose its way to a test's workspace whenever another run starts.
+# Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's;
+# pytest's tmp_path lives beside it (--basetemp), so another pytest run on the machine, which
+# resets the shared /tmp/pytest-of-<user>, never removes a running test's directories.
 # The suite runs in TEST_PROCESSES pytest-xdist processes (0: in pytest's own): most tests wait
 # on workers, sandboxes, containers and the browser rather than compute, so more processes than
 # cores pays. Each process keeps a data dir, test database and Redis database of its own

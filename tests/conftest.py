@@ -142,8 +142,7 @@ def make_source(tmp_path: Path) -> Callable[..., Path]:
 def repo(team: Team, make_source: Callable[..., Path], tmp_path: Path) -> Repository:
     """The team's `demo` repository, whose merges are pushed to a local bare upstream.
 
-    Its store and the attempts' workspaces live under the session's AGENTHUB_DATA_DIR, which the
-    sandbox user can reach (pytest's tmp_path is private to root).
+    Its store and the attempts' workspaces live under the test process's AGENTHUB_DATA_DIR.
     """
     source = make_source()
     upstream = tmp_path / "upstream.git"
