@@ -142,10 +142,11 @@ def test_it_shows_the_depth_of_each_rq_queue(client, staff, empty_queues):
 
 @pytest.mark.django_db
 def test_it_shows_the_oldest_queued_attempt_and_what_holds_jobs_back(client, staff, alice, repo):
-    # No on_commit in these tests: submitted jobs stay queued in the database, not dispatched.
     old = services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="old one")
     services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="new one")
     old.attempts.update(created_at=timezone.now() - timedelta(minutes=20))
+    # Submit dispatches within the team's limit; these two are held back as if it were full.
+    Attempt.objects.update(dispatched_at=None)
     client.force_login(staff)
     page = client.get("/ops/").content.decode()
     assert re.search(r"alive · 2 queued · oldest waiting 20 min · 0 stuck", page)
