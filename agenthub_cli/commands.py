@@ -267,7 +267,13 @@ def cmd_review(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         out_json(review)
     else:
-        out(clean(f"{review.get('job')} {review.get('status')} (attempt {review.get('attempt')})"))
+        follow_up = f", follow-up attempt {review['follow_up']}" if review.get("follow_up") else ""
+        out(
+            clean(
+                f"{review.get('job')} {review.get('status')} (attempt {review.get('attempt')}"
+                f"{follow_up})"
+            )
+        )
     return 0
 
 

@@ -458,6 +458,7 @@ def review_job(request: ApiRequest, id: str, data: schemas.ReviewIn) -> Any:
             "decision": review.decision,
             "attempt": review.attempt.number,
             "diff_hash": review.diff_hash,
+            "follow_up": review.follow_ups.values_list("number", flat=True).first(),
         },
     )
 

@@ -180,6 +180,9 @@ class ReviewCreated(Schema):
     decision: Decision
     attempt: int
     diff_hash: str
+    follow_up: int | None = Field(
+        None, description="The attempt request_changes started, asked the prompt plus the review"
+    )
 
 
 class MergeIn(Schema):

@@ -293,7 +293,9 @@ def test_review_sends_comments_on_lines_of_the_diff(agenthub, alice, bob, repo, 
     )  # fmt: skip
 
     assert done.code == 0, done.err
-    assert done.out == f"{public_id} queued (attempt 1)\n"  # the follow-up waits for a worker
+    assert (
+        done.out == f"{public_id} queued (attempt 1, follow-up attempt 2)\n"
+    )  # the follow-up waits for a worker
     review = Review.objects.get(attempt__job__public_id=public_id)
     assert [c.as_dict() for c in review.line_comments.all()] == [
         {"path": "app.py", "line": 3, "side": "new", "body": "drop this line"},
@@ -768,7 +770,7 @@ def test_request_changes_with_a_message_starts_a_follow_up_attempt(
     done = agenthub(bob, "review", public_id, "--request-changes", "-m", "say goodbye too")
 
     assert done.code == 0, done.err
-    assert done.out == f"{public_id} queued (attempt 1)\n"
+    assert done.out == f"{public_id} queued (attempt 1, follow-up attempt 2)\n"
     review = Review.objects.get(attempt__job__public_id=public_id)
     assert (review.decision, review.comment, review.reviewer) == (
         "request_changes",

@@ -123,6 +123,7 @@ def test_request_changes_continues_the_result_on_a_new_attempt(api, alice, bob, 
     assert "# Changes requested by bob on attempt 1:\n# echo world" in second.instruction
     approved = api(bob).post(f"/api/v1/jobs/{public_id}/reviews", {"decision": "approve"})
     assert (approved.status_code, approved.json()["attempt"]) == (201, 2)
+    assert approved.json()["follow_up"] is None
 
 
 @pytest.mark.django_db
@@ -358,7 +359,7 @@ def test_a_follow_up_never_runs_the_reviewers_words(api, alice, bob, repo, worke
             "comments": [remark],
         },
     )
-    assert response.status_code == 201
+    assert (response.status_code, response.json()["follow_up"]) == (201, 2)
     workers.burst()
 
     second = Attempt.objects.get(job__public_id=public_id, number=2)
