@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import AsyncToSync, sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
-from django.db import close_old_connections
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -68,18 +68,8 @@ async def in_pool(work: Callable[..., T], *args: Any) -> T:
     a test's transaction lives."""
     if getattr(AsyncToSync.executors, "current", None) is not None:
         return await sync_to_async(work, thread_sensitive=True)(*args)
-    return await sync_to_async(_as_request(work), thread_sensitive=False)(*args)
-
-
-def _as_request(work: Callable[..., T]) -> Callable[..., T]:
-    def run(*args: Any) -> T:
-        close_old_connections()  # as at a request's start and end (Django's signal handlers)
-        try:
-            return work(*args)
-        finally:
-            close_old_connections()
-
-    return run
+    # Channels' wrapper closes stale connections before and after, as a request does.
+    return await database_sync_to_async(work, thread_sensitive=False)(*args)
 
 
 class InPoolForAsyncViews:
