@@ -26,7 +26,12 @@ def main() -> int:
     if sys.argv[1:2] == ["serve"] and len(sys.argv) == 4:
         from django.conf import settings
 
-        command = server_command(sys.argv[2], int(sys.argv[3]), settings.AGENTHUB_ASGI_SERVER)
+        command = server_command(
+            sys.argv[2],
+            int(sys.argv[3]),
+            settings.AGENTHUB_ASGI_SERVER,
+            settings.AGENTHUB_WEB_PROCESSES,
+        )
         os.execv(command[0], command)  # noqa: S606 - the server replaces this process
     import django
 
@@ -54,7 +59,12 @@ def main() -> int:
     with _redis() as redis_url:
         env = {**os.environ, "REDIS_URL": redis_url}
         children = [
-            subprocess.Popen(server_command(bind, port, settings.AGENTHUB_ASGI_SERVER), env=env),
+            subprocess.Popen(
+                server_command(
+                    bind, port, settings.AGENTHUB_ASGI_SERVER, settings.AGENTHUB_WEB_PROCESSES
+                ),
+                env=env,
+            ),
             *(
                 subprocess.Popen(
                     [*manage, "agenthub_worker", "--name", f"agenthub-{os.getpid()}-{n}"], env=env
@@ -82,12 +92,14 @@ def _redis() -> Iterator[str]:
         yield url
 
 
-def server_command(bind: str, port: int, server: str) -> list[str]:
-    """The command line that serves agenthub.asgi on bind:port with `server` (uvicorn|daphne)."""
+def server_command(bind: str, port: int, server: str, processes: int = 1) -> list[str]:
+    """The command line that serves agenthub.asgi on bind:port with `server` (uvicorn|daphne),
+    in `processes` processes (uvicorn's --workers; daphne has one)."""
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", bind, "-p", str(port), APP]
     return [
         *(sys.executable, "-m", "uvicorn", APP, "--host", bind, "--port", str(port)),
+        *(("--workers", str(processes)) if processes > 1 else ()),
         # Django has no lifespan events; websockets through the `websockets` package.
         *("--lifespan", "off", "--ws", "websockets-sansio"),
         # Without it a stop waits for every open event stream and long poll to end by itself.

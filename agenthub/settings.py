@@ -59,6 +59,9 @@ AGENTHUB_PORT = env_int("AGENTHUB_PORT", 8000, minimum=1, maximum=65535)
 # The ASGI server `make run` starts (agenthub/run.py). Both serve the API, the event streams and
 # the websockets; uvicorn answered the API faster on a 2-core machine (`make bench`, README).
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
+# How many processes uvicorn serves with (daphne serves with one): two answered 20 concurrent
+# clients about a third sooner than one on a 2-core machine (`make bench`, README).
+AGENTHUB_WEB_PROCESSES = env_int("AGENTHUB_WEB_PROCESSES", 2, minimum=1, maximum=64)
 # Default sandbox backend for agents that do not name one. "auto" is docker when a Docker Engine
 # answers, else bwrap. "local" runs without isolation and is refused unless
 # AGENTHUB_ALLOW_LOCAL_SANDBOX is set as well.
@@ -124,14 +127,15 @@ INSTALLED_APPS = [
     "hooks",
 ]
 
+# Django's own middlewares, in subclasses that run in the event loop (agenthub/middleware.py).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "agenthub.middleware.SecurityMiddleware",
+    "agenthub.middleware.SessionMiddleware",
+    "agenthub.middleware.CommonMiddleware",
+    "agenthub.middleware.CsrfViewMiddleware",
+    "agenthub.middleware.AuthenticationMiddleware",
+    "agenthub.middleware.MessageMiddleware",
+    "agenthub.middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "agenthub.middleware.ContentSecurityPolicyMiddleware",
     "agenthub.middleware.JsonMethodNotAllowedMiddleware",

@@ -30,6 +30,7 @@ from ninja.utils import check_csrf
 from hooks import services as hook_services
 from jobs import access, ratelimit, schemas, services, tokens
 from jobs.errors import BadInput, Forbidden, NotFound, ServiceError, TooLarge, Unauthorized
+from jobs.group_commit import GroupCommit
 from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Job, JobStatus
 from jobs.serialize import job_detail, job_summary
 
@@ -196,21 +197,29 @@ def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     summary="Submit a job",
 )
 async def submit_job(request: ApiRequest, data: schemas.SubmitIn) -> Any:
-    return await in_pool(submitted, request, data)
-
-
-def submitted(request: ApiRequest, data: schemas.SubmitIn) -> Any:
     if data.callback_url:
-        try:
-            hook_services.check_url(data.callback_url)
-        except hook_services.Refused as exc:
-            raise BadInput(f"callback_url refused: {exc}", field="callback_url") from None
-    job = services.submit_job(request.auth, **data.dict())
+        await in_pool(check_callback_url, data.callback_url)
+    job = await submits.run(services.Submission(request.auth, **data.dict()))
     url = request.build_absolute_uri(reverse("api-job", args=[job.public_id]))
     body: dict[str, Any] = {"id": job.public_id, "status": job.status, "url": url}
     if job.callback_url:
-        body["callback_secret"] = hook_services.callback_secret(job)
+        body["callback_secret"] = await in_pool(hook_services.callback_secret, job)
     return Status(202, body)
+
+
+async def _submit_group(submissions: list[services.Submission]) -> list[Job | Exception]:
+    return await in_pool(services.submit_jobs, submissions)
+
+
+# The submits that arrive while one group is being written go together in the next.
+submits = GroupCommit(_submit_group)
+
+
+def check_callback_url(url: str) -> None:
+    try:
+        hook_services.check_url(url)
+    except hook_services.Refused as exc:
+        raise BadInput(f"callback_url refused: {exc}", field="callback_url") from None
 
 
 @api.get(

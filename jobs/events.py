@@ -182,35 +182,47 @@ def publish_events(job: Job, attempt_number: int, events: list[Event]) -> None:
     )
 
 
-def publish_job(
-    job: Job, summary: dict[str, Any], counter: dict[str, int], *, new: bool = False
-) -> None:
+def publish_job(job: Job, summary: dict[str, Any], counter: dict[str, int]) -> None:
     """The job's new state to its team's dashboards, with the team's header counter, and to its
-    own page; a `new` job has no page open yet, so it costs one message."""
+    own page."""
     message = {"type": "job.update", "job": summary, "counter": counter}
-    groups = (
-        [team_group(job.team_id)] if new else [team_group(job.team_id), job_group(job.public_id)]
+    send([team_group(job.team_id), job_group(job.public_id)], message)
+
+
+def publish_new_jobs(jobs: list[tuple[Job, dict[str, Any], dict[str, int]]]) -> None:
+    """New jobs (each with its summary and its team's header counter) to their teams' dashboards
+    in one trip; a new job has no page open yet, so it costs one message."""
+    _send_all(
+        [
+            (team_group(job.team_id), {"type": "job.update", "job": summary, "counter": counter})
+            for job, summary, counter in jobs
+        ]
     )
-    send(groups, message)
 
 
 def send(groups: str | list[str], message: dict[str, Any]) -> None:
     """Publish to one or more groups in one trip to the publishing loop."""
+    names = [groups] if isinstance(groups, str) else groups
+    _send_all([(name, message) for name in names])
+
+
+def _send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
     # Realtime delivery is best effort: the database already holds the events and clients catch
     # up with ?after=seq, so a Redis hiccup must not fail the attempt.
     layer = get_channel_layer()
     if layer is None:
         return
-    names = [groups] if isinstance(groups, str) else groups
 
     async def send_all() -> None:
-        for name in names:
+        for name, message in messages:
             await layer.group_send(name, message)
 
     try:
         _publisher.run(send_all(), timeout=PUBLISH_TIMEOUT)
     except Exception:  # noqa: BLE001
-        log.warning("could not publish to %s", ", ".join(names), exc_info=True)
+        log.warning(
+            "could not publish to %s", ", ".join(sorted({n for n, _ in messages})), exc_info=True
+        )
 
 
 PUBLISH_TIMEOUT = 5.0

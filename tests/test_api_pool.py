@@ -13,7 +13,7 @@ import pytest
 from django.test import AsyncClient, override_settings
 
 from jobs import services
-from jobs.models import ApiToken, Job
+from jobs.models import ApiToken, AuditEntry, Job
 
 pytestmark = pytest.mark.usefixtures("transactional_db")  # the pool's threads see commits only
 
@@ -44,13 +44,13 @@ def bearer(user: Any) -> dict[str, str]:
 
 def test_submit_get_and_list_answer_from_the_pool(alice, repo, monkeypatch):
     threads = set()
-    submit_job = services.submit_job
+    submit_jobs = services.submit_jobs
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         threads.add(threading.current_thread().name)
-        return submit_job(*args, **kwargs)
+        return submit_jobs(*args, **kwargs)
 
-    monkeypatch.setattr(services, "submit_job", spy)
+    monkeypatch.setattr(services, "submit_jobs", spy)
     (submitted,) = run(("post", "/api/v1/jobs", SUBMIT), **bearer(alice))
     assert submitted.status_code == 202, submitted.json()
     public_id = submitted.json()["id"]
@@ -102,3 +102,41 @@ def test_a_session_needs_its_csrf_token_in_the_pool(alice, repo):
     listed, posted = asyncio.run(go())
     assert listed.status_code == 200
     assert posted.status_code == 403 and "CSRF" in posted.json()["detail"]
+
+
+def test_concurrent_submits_share_a_transaction_and_each_gets_its_own_answer(
+    alice, repo, monkeypatch
+):
+    groups: list[int] = []
+    submit_jobs = services.submit_jobs
+
+    def spy(submissions: Any) -> Any:
+        groups.append(len(submissions))
+        return submit_jobs(submissions)
+
+    monkeypatch.setattr(services, "submit_jobs", spy)
+    headers = bearer(alice)
+    bodies = [{**SUBMIT, "title": f"job {n}"} for n in range(8)]
+    bodies[3] = {**SUBMIT, "agent": "no-such-agent"}
+
+    async def go() -> list[Any]:
+        client = AsyncClient()
+        return await asyncio.gather(
+            *(
+                client.post("/api/v1/jobs", body, content_type="application/json", headers=headers)
+                for body in bodies
+            )
+        )
+
+    answers = asyncio.run(go())
+    assert [a.status_code for a in answers] == [202, 202, 202, 400, 202, 202, 202, 202]
+    assert answers[3].json()["field"] == "agent"
+    ids = [a.json()["id"] for n, a in enumerate(answers) if n != 3]
+    assert len(set(ids)) == 7
+    titles = dict(Job.objects.filter(public_id__in=ids).values_list("public_id", "title"))
+    assert [titles[i] for i in ids] == [f"job {n}" for n in range(8) if n != 3]
+    # The first went alone; the others arrived while it was written and went together.
+    assert sum(groups) == 8 and max(groups) > 1, groups
+    assert AuditEntry.objects.filter(action="job.submit").count() == 7
+    verify = list(AuditEntry.objects.order_by("seq"))
+    assert [e.prev_hash for e in verify[1:]] == [e.hash for e in verify[:-1]]

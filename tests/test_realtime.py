@@ -91,8 +91,18 @@ def asgi_server() -> str:
 
 
 @pytest.fixture
+def web_processes() -> int:
+    """How many processes serve (AGENTHUB_WEB_PROCESSES; one unless a test asks for more)."""
+    return 1
+
+
+@pytest.fixture
 def server(
-    transactional_db: None, tmp_path: Path, server_env: dict[str, str], asgi_server: str
+    transactional_db: None,
+    tmp_path: Path,
+    server_env: dict[str, str],
+    asgi_server: str,
+    web_processes: int,
 ) -> Iterator[Server]:
     """The ASGI server `make run` starts, serving agenthub.asgi on a free port against the test
     database and Redis."""
@@ -102,7 +112,7 @@ def server(
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            server_command("127.0.0.1", port, asgi_server),
+            server_command("127.0.0.1", port, asgi_server, web_processes),
             env=Workers().env(**server_env),
             cwd=ROOT,
             stdout=out,
@@ -120,6 +130,16 @@ def server(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def serving_children(pid: int) -> list[int]:
+    """uvicorn's processes (multiprocessing's spawned children; not its resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
 
 
 def threads(server: Server) -> int:
@@ -392,8 +412,17 @@ def test_a_stream_whose_credentials_hold_stays_open_across_checks(server, alice,
     follower.close()
 
 
-@pytest.mark.parametrize("asgi_server", ["uvicorn", "daphne"])
-def test_each_asgi_server_serves_the_api_a_websocket_and_an_event_stream(server, alice, repo):
+@pytest.mark.parametrize(
+    ("asgi_server", "web_processes"), [("uvicorn", 1), ("uvicorn", 2), ("daphne", 1)]
+)
+def test_each_asgi_server_serves_the_api_a_websocket_and_an_event_stream(
+    server, alice, repo, web_processes
+):
+    if web_processes > 1:  # uvicorn's supervisor has that many serving processes
+        wait_for(
+            lambda: len(serving_children(server.pid)) == web_processes,
+            what=f"{web_processes} processes serving",
+        )
     _, key = ApiToken.issue(alice, "each server")
     bearer = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     connection = http.client.HTTPConnection(server.host, server.port, timeout=60)

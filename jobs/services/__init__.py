@@ -5,7 +5,7 @@ these verbs, never the modules' internals.
 
 - audit: the chained audit trail's writers
 - repositories: registering a repository, resolving refs in its store
-- submission: submit_job
+- submission: submit_job, submit_jobs (a group of submits in one transaction)
 - dispatch: handing attempts to RQ within each team's limit
 - lifecycle: an attempt's transitions and the job status they derive; cancel, re-run
 - reconcile: lost attempts, redelivery, orphaned containers
@@ -30,7 +30,7 @@ from jobs.services.reconcile import REDELIVER_AFTER, reconcile
 from jobs.services.repositories import register_repository
 from jobs.services.results import approvals, result_attempt
 from jobs.services.review import review_job
-from jobs.services.submission import MAX_ATTEMPTS, submit_job
+from jobs.services.submission import MAX_ATTEMPTS, Submission, submit_job, submit_jobs
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -52,4 +52,6 @@ __all__ = [
     "result_attempt",
     "review_job",
     "submit_job",
+    "submit_jobs",
+    "Submission",
 ]

@@ -24,19 +24,27 @@ def announce(job: Job, before: str | None = None) -> None:
     transaction.on_commit(partial(_announce_committed, job.pk, before))
 
 
-def announce_submitted(job: Job, latest: Attempt) -> None:
-    """Once committed, publish a new job from the objects the submit already holds: one message
-    to its team, no query but the counter (nobody follows the job's own group yet)."""
-    transaction.on_commit(partial(_publish, job, latest, new=True))
+def announce_submitted(jobs: list[tuple[Job, Attempt]]) -> None:
+    """Once committed, publish new jobs (each with its latest attempt) from the objects the submit
+    already holds: one message per job to its team, all in one trip, and no query but the teams'
+    counters (nobody follows a new job's own group yet)."""
+    transaction.on_commit(partial(_publish_new, jobs))
+
+
+def _publish_new(jobs: list[tuple[Job, Attempt]]) -> None:
+    counters = team_counters(sorted({job.team_id for job, _ in jobs}))
+    events.publish_new_jobs(
+        [(job, job_summary(job, latest), counters[job.team_id]) for job, latest in jobs]
+    )
 
 
 def publish(job: Job, latest: Attempt | None = None) -> None:
     _publish(job, latest)
 
 
-def _publish(job: Job, latest: Attempt | None, *, new: bool = False) -> None:
+def _publish(job: Job, latest: Attempt | None) -> None:
     counter = team_counters([job.team_id])[job.team_id]
-    events.publish_job(job, job_summary(job, latest), counter, new=new)
+    events.publish_job(job, job_summary(job, latest), counter)
 
 
 def _announce_committed(job_id: int, before: str | None) -> None:

@@ -24,13 +24,28 @@ def audit(
     after: str = "",
     **data: Any,
 ) -> AuditEntry:
-    """Append one entry to the audit chain, in the caller's transaction.
+    """Append one entry to the audit chain, in the caller's transaction (see append)."""
+    entry = audit_entry(
+        actor, action, team=team, job=job, target=target, before=before, after=after, **data
+    )
+    append([entry])
+    return entry
 
-    The chain head is row-locked until that transaction ends, so entries are chained in commit
-    order. To keep lock order the same everywhere (rows of teams, jobs and attempts first, the
-    head last), call this after the transaction has locked whatever else it needs."""
+
+def audit_entry(
+    actor: Any,
+    action: str,
+    *,
+    team: Team | None = None,
+    job: Job | None = None,
+    target: str = "",
+    before: str = "",
+    after: str = "",
+    **data: Any,
+) -> AuditEntry:
+    """An entry not yet in the chain, for append()."""
     is_user = actor is not None and getattr(actor, "pk", None) is not None
-    entry = AuditEntry(
+    return AuditEntry(
         actor=actor if is_user else None,
         actor_name=actor.get_username() if is_user else str(actor or "system"),
         action=action,
@@ -41,14 +56,25 @@ def audit(
         after=after,
         data=json.loads(json.dumps(data, default=str)),
     )
-    # No savepoint: an entry that cannot be written fails the caller's whole transaction.
+
+
+def append(entries: list[AuditEntry]) -> None:
+    """Chain `entries`, in order, onto the audit trail in the caller's transaction: one insert
+    and one move of the head however many there are.
+
+    The chain head is row-locked until that transaction ends, so entries are chained in commit
+    order. To keep lock order the same everywhere (rows of teams, jobs and attempts first, the
+    head last), call this after the transaction has locked whatever else it needs."""
+    # No savepoint: entries that cannot be written fail the caller's whole transaction.
     with transaction.atomic(savepoint=False):
         head = _audit_head()
-        entry.seq, entry.prev_hash = head.seq + 1, head.hash
-        entry.hash = entry.compute_hash()
-        entry.save()
-        AuditHead.objects.filter(pk=head.pk).update(seq=entry.seq, hash=entry.hash)
-    return entry
+        seq, prev = head.seq, head.hash
+        for entry in entries:
+            seq += 1
+            entry.seq, entry.prev_hash = seq, prev
+            entry.hash = prev = entry.compute_hash()
+        AuditEntry.objects.bulk_create(entries)
+        AuditHead.objects.filter(pk=head.pk).update(seq=seq, hash=prev)
 
 
 def _audit_head() -> AuditHead:

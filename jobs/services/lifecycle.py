@@ -35,12 +35,14 @@ TERMINAL_JOB_STATUSES = (JobStatus.MERGED,)
 DECIDED_JOB_STATUSES = (JobStatus.APPROVED, JobStatus.REJECTED, JobStatus.CONFLICT)
 
 
-def queued_attempts(job: Job, count: int) -> list[Attempt]:
-    """A new job's first round: `count` attempts on the base commit, each with its first event,
-    written in two inserts (the submit path's cost)."""
+def queued_attempts(jobs: list[Job]) -> list[Attempt]:
+    """New jobs' first round: each job's `attempts_requested` attempts on its base commit, each
+    with its first event, written in two inserts whatever the number of jobs (the submit path's
+    cost)."""
     attempts = Attempt.objects.bulk_create(
         _attempt(job, number, job.base_commit, job.base_commit, last_seq=1)
-        for number in range(1, count + 1)
+        for job in jobs
+        for number in range(1, job.attempts_requested + 1)
     )
     events.store_first_events(attempts, _queued())
     return attempts

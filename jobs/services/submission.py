@@ -1,22 +1,28 @@
-"""Submitting a job: validate, then one transaction (the job, its attempts with their first
-event, their dispatch, the audit entry), RQ enqueue and one realtime message once committed.
-Nothing else runs on the request path: no subprocess, no recomputation for other readers."""
+"""Submitting jobs: validate, then one transaction (the jobs, their attempts with their first
+event, their dispatch, the audit entries), RQ enqueue and one realtime trip once committed.
+Nothing else runs on the request path: no subprocess, no recomputation for other readers.
+
+Several submits can share that transaction (`submit_jobs`, a group commit): the API hands it
+the submits that arrived in one server process while the previous transaction was running, so
+the database's one writer, its locks and the publishing are paid once per group, not per job."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 
-from jobs import access
-from jobs.errors import BadInput, TooLarge
-from jobs.models import Agent, Job, JobStatus, Repository, Team
+from jobs import access, workspace
+from jobs.errors import BadInput, ServiceError, TooLarge
+from jobs.models import Agent, Attempt, AuditEntry, Job, JobStatus, Repository, Team
 from jobs.services.announce import announce_submitted
-from jobs.services.audit import audit
+from jobs.services.audit import append, audit_entry
 from jobs.services.dispatch import dispatch
 from jobs.services.lifecycle import queued_attempts
 from jobs.services.repositories import resolve_ref
@@ -24,56 +30,135 @@ from jobs.services.repositories import resolve_ref
 MAX_ATTEMPTS = 5
 
 
-def submit_job(
-    user: Any,
-    *,
-    repo: str,
-    agent: str,
-    prompt: str,
-    base_ref: str | None = None,
-    title: str | None = None,
-    attempts: int = 1,
-    priority: int = 0,
-    callback_url: str = "",
-) -> Job:
-    """A new job of `attempts` parallel attempts. The callback URL's form is checked here; the
-    API also checks where it leads (hooks' SSRF guard) before calling this."""
-    repository = _find_repository(user, repo)
-    chosen = _find_agent(repository.team, agent)
-    _check_numbers(prompt, attempts, priority)
-    _check_callback(callback_url)
-    ref = base_ref or repository.default_branch
-    found = resolve_ref(repository, ref)
+@dataclass(frozen=True)
+class Submission:
+    """One person's submit, as the API, the web form and `submit_job` take it."""
+
+    user: Any
+    repo: str
+    agent: str
+    prompt: str
+    base_ref: str | None = None
+    title: str | None = None
+    attempts: int = 1
+    priority: int = 0
+    callback_url: str = ""
+
+
+def submit_job(user: Any, **fields: Any) -> Job:
+    """A new job of `attempts` parallel attempts (fields as in Submission), or the ServiceError
+    that says what was wrong. The callback URL's form is checked here; the API also checks where
+    it leads (hooks' SSRF guard) before calling this."""
+    [outcome] = submit_jobs([Submission(user, **fields)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def submit_jobs(submissions: Sequence[Submission]) -> list[Job | Exception]:
+    """Each submission's new job, or the error that refused it (a ServiceError, or the database's
+    error), in order. The valid ones are written in one transaction; if that fails, each is
+    tried alone, so one submit's database error costs no other submit its job."""
+    lookups = _Lookups()
+    outcomes: list[Job | Exception] = []
+    for submission in submissions:
+        try:
+            outcomes.append(_prepare(submission, lookups))
+        except ServiceError as exc:
+            outcomes.append(exc)
+    ready = {n: job for n, job in enumerate(outcomes) if isinstance(job, Job)}
+    if len(ready) == 1:
+        _commit(list(ready.values()))
+    elif ready:
+        try:
+            _commit(list(ready.values()))
+        except DatabaseError:
+            for n, job in ready.items():
+                job.pk, job._state.adding = None, True
+                try:
+                    _commit([job])
+                except DatabaseError as exc:
+                    outcomes[n] = exc
+    return outcomes
+
+
+class _Lookups:
+    """The repository, agent and ref lookups of one group, each made once per distinct key."""
+
+    def __init__(self) -> None:
+        self._repositories: dict[tuple[int, str], Repository] = {}
+        self._agents: dict[tuple[int, str], Agent] = {}
+        self._refs: dict[tuple[int, str], workspace.Ref] = {}
+
+    def repository(self, user: Any, name: str) -> Repository:
+        key = (user.pk, name)
+        if key not in self._repositories:
+            self._repositories[key] = _find_repository(user, name)
+        return self._repositories[key]
+
+    def agent(self, team: Team, name: str) -> Agent:
+        key = (team.pk, name)
+        if key not in self._agents:
+            self._agents[key] = _find_agent(team, name)
+        return self._agents[key]
+
+    def ref(self, repository: Repository, ref: str) -> workspace.Ref:
+        key = (repository.pk, ref)
+        if key not in self._refs:
+            self._refs[key] = resolve_ref(repository, ref)
+        return self._refs[key]
+
+
+def _prepare(submission: Submission, lookups: _Lookups) -> Job:
+    """The unsaved job, once everything about it has been checked."""
+    repository = lookups.repository(submission.user, submission.repo)
+    chosen = lookups.agent(repository.team, submission.agent)
+    _check_numbers(submission.prompt, submission.attempts, submission.priority)
+    _check_callback(submission.callback_url)
+    ref = submission.base_ref or repository.default_branch
+    found = lookups.ref(repository, ref)
+    return Job(
+        team=repository.team,
+        repository=repository,
+        agent=chosen,
+        submitter=submission.user,
+        title=(submission.title or _title_from(submission.prompt))[:200],
+        prompt=submission.prompt,
+        base_ref=ref,
+        base_commit=found.commit,
+        target_branch=ref if found.is_branch else repository.default_branch,
+        priority=submission.priority,
+        attempts_requested=submission.attempts,
+        callback_url=submission.callback_url,
+    )
+
+
+def _commit(jobs: list[Job]) -> None:
     with transaction.atomic():
-        job = Job.objects.create(
-            team=repository.team,
-            repository=repository,
-            agent=chosen,
-            submitter=user,
-            title=(title or _title_from(prompt))[:200],
-            prompt=prompt,
-            base_ref=ref,
-            base_commit=found.commit,
-            target_branch=ref if found.is_branch else repository.default_branch,
-            priority=priority,
-            attempts_requested=attempts,
-            callback_url=callback_url,
-        )
-        created = queued_attempts(job, attempts)
-        # Team row, then the audit chain's head: the lock order every writer keeps.
-        dispatch(job.team_id)
-        audit(
-            user,
-            "job.submit",
-            job=job,
-            after=JobStatus.QUEUED,
-            agent=chosen.name,
-            repo=repository.name,
-            base_commit=found.commit,
-            attempts=attempts,
-        )
-        announce_submitted(job, created[-1])
-    return job
+        Job.objects.bulk_create(jobs)
+        created = queued_attempts(jobs)
+        # Team rows, then the audit chain's head: the lock order every writer keeps.
+        for team_id in sorted({job.team_id for job in jobs}):
+            dispatch(team_id)
+        append([_submitted(job) for job in jobs])
+        announce_submitted([(job, _latest(created, job)) for job in jobs])
+
+
+def _submitted(job: Job) -> AuditEntry:
+    return audit_entry(
+        job.submitter,
+        "job.submit",
+        job=job,
+        after=JobStatus.QUEUED,
+        agent=job.agent.name,
+        repo=job.repository.name,
+        base_commit=job.base_commit,
+        attempts=job.attempts_requested,
+    )
+
+
+def _latest(attempts: list[Attempt], job: Job) -> Attempt:
+    return max((a for a in attempts if a.job_id == job.pk), key=lambda a: a.number)
 
 
 def _find_repository(user: Any, name: str) -> Repository:
