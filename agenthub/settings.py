@@ -103,6 +103,9 @@ REDIS_URL = env_str("REDIS_URL", DEFAULT_REDIS_URL)
 
 # Audit trail: each entry carries an HMAC of the previous entry's and its own content, keyed with
 # this (default: derived from SECRET_KEY). Changing it makes `manage.py verify_audit` fail.
+# Fernet keys (comma-separated, the first encrypts) for model credentials at rest; unset, a key
+# is generated once into the data directory (gateway/vault.py).
+AGENTHUB_CREDENTIALS_KEY = env_str("AGENTHUB_CREDENTIALS_KEY")
 AGENTHUB_AUDIT_KEY = env_str("AGENTHUB_AUDIT_KEY") or f"audit:{SECRET_KEY}"
 # Retention: events (logs) of attempts finished longer ago than this are deleted, and attempt
 # workspaces left on disk are removed after the shorter period. The audit trail is always kept.
@@ -125,6 +128,7 @@ INSTALLED_APPS = [
     "jobs",
     "notify",
     "hooks",
+    "gateway",
 ]
 
 # Django's own middlewares, in subclasses that run in the event loop (agenthub/middleware.py).

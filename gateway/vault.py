@@ -1,0 +1,66 @@
+"""Secrets at rest: model credentials (and, later, agent and repository secrets) are stored
+encrypted with Fernet (AES-128-CBC and HMAC-SHA256, from `cryptography`).
+
+The key is AGENTHUB_CREDENTIALS_KEY: one or more Fernet keys, comma-separated; the first
+encrypts, all decrypt, so a key is rotated by putting the new one first and re-saving
+(`manage.py set_model_credential` re-encrypts what it writes). With none set — development,
+`make run`, the tests — a key is generated once into the data directory (mode 0600) and used
+from then on; production sets its own and keeps it apart from the database's backups."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+KEY_FILE = "credentials.key"
+
+
+class Undecryptable(Exception):
+    """A stored secret that none of the configured keys opens."""
+
+
+def encrypt(plain: str) -> str:
+    return _keys().encrypt(plain.encode()).decode()
+
+
+def decrypt(sealed: str) -> str:
+    try:
+        return _keys().decrypt(sealed.encode()).decode()
+    except InvalidToken:
+        raise Undecryptable(
+            "A stored secret cannot be decrypted with AGENTHUB_CREDENTIALS_KEY: was the key "
+            "changed without keeping the old one after it?"
+        ) from None
+
+
+@cache
+def _keys() -> MultiFernet:
+    configured = [k.strip() for k in settings.AGENTHUB_CREDENTIALS_KEY.split(",") if k.strip()]
+    if not configured:
+        configured = [_development_key(Path(settings.AGENTHUB_DATA_DIR) / KEY_FILE)]
+    try:
+        return MultiFernet([Fernet(key) for key in configured])
+    except ValueError:
+        raise ValueError(
+            "AGENTHUB_CREDENTIALS_KEY must be Fernet keys (32 url-safe base64-encoded bytes), "
+            "comma-separated; make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        ) from None
+
+
+def _development_key(path: Path) -> str:
+    """The data directory's own key, made on first use; a concurrent maker's key wins."""
+    if not path.exists():
+        key = Fernet.generate_key()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(key)
+    return path.read_text().strip()
