@@ -7,8 +7,9 @@ to call one of its tools) or `{"text": "..."}` (answer and end). Which turn a re
 the number of tool results its conversation already holds, so each run of the agent walks
 the script from the start. Every response reports the script's usage.
 
-Wire formats so far: Anthropic Messages (`POST /v1/messages`, streamed as SSE or whole) and
-OpenAI Chat Completions (`POST /v1/chat/completions`, streamed or whole). `GET /_scripted/
+Wire formats: Anthropic Messages (`POST /v1/messages`), OpenAI Responses (`POST /v1/responses`)
+and Chat Completions (`POST /v1/chat/completions`), Gemini (`POST /v1beta/models/<m>:
+generateContent` and `:streamGenerateContent`), each streamed as SSE or whole. `GET /_scripted/
 requests` lists what it was sent (path, headers, body), for tests to check what reached it.
 
     python -m scripted_model.server SCRIPT.json [--port N]
@@ -98,6 +99,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._anthropic(body)
         elif path.endswith("/chat/completions"):
             self._chat(body)
+        elif path.endswith("/responses"):
+            self._responses(body)
+        elif path.endswith((":generateContent", ":streamGenerateContent")):
+            self._gemini(body, streamed=path.endswith(":streamGenerateContent"))
         else:
             self._json(404, {"error": f"no POST {path} in the scripted model server"})
 
@@ -218,6 +223,101 @@ class _Handler(BaseHTTPRequestHandler):
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append({**chunk, "choices": [], "usage": usage})
         self._sse([(None, event) for event in events], done_marker=True)
+
+    # --- OpenAI Responses -----------------------------------------------------------------
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        given = body.get("input")
+        done = sum(
+            1
+            for item in (given if isinstance(given, list) else [])
+            if isinstance(item, dict) and item.get("type") == "function_call_output"
+        )
+        turn, script = self.server.script.turn(done), self.server.script
+        if "tool" in turn:
+            item: dict[str, Any] = {
+                "type": "function_call",
+                "id": f"fc_{done:04d}",
+                "call_id": f"call_{done:04d}",
+                "name": turn["tool"]["name"],
+                "arguments": json.dumps(turn["tool"].get("input", {})),
+                "status": "completed",
+            }
+        else:
+            item = {
+                "type": "message",
+                "id": f"msg_{done:04d}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": turn["text"], "annotations": []}],
+            }
+        response: dict[str, Any] = {
+            "id": f"resp_{done:04d}",
+            "object": "response",
+            "created_at": 0,
+            "status": "completed",
+            "model": body.get("model", "scripted"),
+            "output": [item],
+            "usage": {
+                "input_tokens": script.count("input_tokens"),
+                "input_tokens_details": {"cached_tokens": script.count("cache_tokens")},
+                "output_tokens": script.count("output_tokens"),
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": script.count("input_tokens") + script.count("output_tokens"),
+            },
+        }
+        if not body.get("stream"):
+            self._json(200, response)
+            return
+        pending = {**response, "status": "in_progress", "output": [], "usage": None}
+        stages: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"response": pending}),
+            ("response.output_item.added", {"output_index": 0, "item": item}),
+            ("response.output_item.done", {"output_index": 0, "item": item}),
+            ("response.completed", {"response": response}),
+        ]
+        self._sse(
+            [
+                (name, {"type": name, "sequence_number": n, **data})
+                for n, (name, data) in enumerate(stages)
+            ]
+        )
+
+    # --- Gemini -------------------------------------------------------------------------------
+
+    def _gemini(self, body: dict[str, Any], *, streamed: bool) -> None:
+        done = sum(
+            1
+            for content in body.get("contents", [])
+            for part in content.get("parts", [])
+            if isinstance(part, dict) and "functionResponse" in part
+        )
+        turn, script = self.server.script.turn(done), self.server.script
+        if "tool" in turn:
+            part = {
+                "functionCall": {
+                    "name": turn["tool"]["name"],
+                    "args": turn["tool"].get("input", {}),
+                }
+            }
+        else:
+            part = {"text": turn["text"]}
+        answer = {
+            "candidates": [
+                {"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": script.count("input_tokens"),
+                "candidatesTokenCount": script.count("output_tokens"),
+                "cachedContentTokenCount": script.count("cache_tokens"),
+                "totalTokenCount": script.count("input_tokens") + script.count("output_tokens"),
+            },
+            "modelVersion": "scripted",
+        }
+        if streamed:
+            self._sse([(None, answer)])
+        else:
+            self._json(200, answer)
 
     # --- writing ---------------------------------------------------------------------------
 

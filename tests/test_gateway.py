@@ -108,6 +108,47 @@ def test_chat_completions_take_a_bearer_token_and_report_usage_when_streamed(mod
     assert (record.input_tokens, record.output_tokens, record.cost_usd) == (1200, 345, 0)
 
 
+@pytest.mark.parametrize(
+    ("provider", "path", "body", "header"),
+    [
+        (
+            "openai",
+            "v1/responses",
+            {"model": "gpt-5", "stream": True, "input": [{"role": "user", "content": "hi"}]},
+            "authorization",
+        ),
+        (
+            "google",
+            "v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+            "x-goog-api-key",
+        ),
+        (
+            "google",
+            "v1beta/models/gemini-2.5-pro:generateContent",
+            {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+            "x-goog-api-key",
+        ),
+    ],
+)
+def test_responses_and_gemini_go_through_and_their_usage_is_recorded(
+    model, running, team, provider, path, body, header
+):
+    set_credential("test", team, provider, KEY, base_url=model.url)
+    token = Grant.issue(running)
+    presented = f"Bearer {token}" if header == "authorization" else token
+    status, content = call(f"/gateway/{provider}/{path}", body, **{header: presented})
+    assert status == 200, content
+    assert b"Write" in content
+    [sent] = received(model)
+    assert sent["headers"][header] == (f"Bearer {KEY}" if header == "authorization" else KEY)
+    assert token not in json.dumps(sent)
+    record = ModelRequest.objects.get(attempt=running)
+    assert (record.input_tokens, record.output_tokens, record.cache_tokens) == (1200, 345, 100)
+    assert record.model == ("gpt-5" if provider == "openai" else "gemini-2.5-pro")
+    assert record.cost_usd > 0
+
+
 def test_counting_tokens_is_not_usage(model, running, team):
     set_credential("test", team, "anthropic", KEY, base_url=model.url)
     token = Grant.issue(running)
