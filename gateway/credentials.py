@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,6 +13,7 @@ from gateway.providers import WIRES, Provider
 from jobs import services
 from jobs.errors import BadInput, NotFound
 from jobs.models import Team
+from jobs.validation import check_http_url
 
 
 def set_credential(
@@ -25,12 +24,7 @@ def set_credential(
     if not key:
         raise BadInput("The key is empty.", field="key")
     if base_url:
-        try:
-            URLValidator(schemes=["http", "https"])(base_url)
-        except ValidationError:
-            raise BadInput(
-                f"base_url must be an http(s) URL, not {base_url!r}.", field="base_url"
-            ) from None
+        check_http_url(base_url, "base_url")
     elif not WIRES[chosen].default_base_url:
         raise BadInput(f"{chosen.value} needs a base URL (your server's).", field="base_url")
     with transaction.atomic():

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 
@@ -26,6 +24,7 @@ from jobs.services.audit import append, audit_entry
 from jobs.services.dispatch import dispatch
 from jobs.services.lifecycle import queued_attempts
 from jobs.services.repositories import resolve_ref
+from jobs.validation import check_http_url
 
 MAX_ATTEMPTS = 5
 
@@ -208,14 +207,8 @@ def _check_numbers(prompt: str, attempts: int, priority: int) -> None:
 
 
 def _check_callback(url: str) -> None:
-    if not url:
-        return
-    try:
-        URLValidator(schemes=["http", "https"])(url)
-    except ValidationError:
-        raise BadInput(
-            f"callback_url must be an http(s) URL, not {url!r}.", field="callback_url"
-        ) from None
+    if url:
+        check_http_url(url, "callback_url")
 
 
 def _title_from(prompt: str) -> str:
