@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy agenthub agenthub_cli jobs notify hooks gateway scripted_model
+	$(BIN)/mypy agenthub agenthub_cli jobs notify hooks gateway scripted_model egress
 
 # Tests keep their data (stores, workspaces, the SQLite test database) apart from make run's;
 # pytest's tmp_path lives beside it (--basetemp), so another pytest run on the machine, which

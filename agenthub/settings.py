@@ -58,6 +58,8 @@ AGENTHUB_DATA_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
 AGENTHUB_PORT = env_int("AGENTHUB_PORT", 8000, minimum=1, maximum=65535)
 # The ASGI server `make run` starts (agenthub/run.py). Both serve the API, the event streams and
 # the websockets; uvicorn answered the API faster on a 2-core machine (`make bench`, README).
+# Where workers reach the model gateway for their sandboxes (the web server; `make run`'s own).
+AGENTHUB_GATEWAY_URL = env_str("AGENTHUB_GATEWAY_URL") or f"http://127.0.0.1:{AGENTHUB_PORT}"
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
 # How many processes uvicorn serves with (daphne serves with one): two answered 20 concurrent
 # clients about a third sooner than one on a 2-core machine (`make bench`, README).

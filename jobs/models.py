@@ -17,6 +17,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from egress.policy import Egress, validate_allowlist
+
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
     "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",
@@ -121,7 +123,11 @@ class Agent(models.Model):
     max_processes = models.PositiveIntegerField(
         default=256, validators=[MinValueValidator(8), MaxValueValidator(65536)]
     )
-    network = models.BooleanField(default=False, help_text="Allow network egress.")
+    # What the sandbox may reach besides the model gateway, through egress/proxy.py.
+    egress = models.CharField(max_length=16, choices=Egress.choices, default=Egress.NONE)
+    # For `allowlist`: one `[METHODS] host[:port]` per line, `registries` for the package
+    # registries (egress/policy.py).
+    egress_allowlist = models.TextField(blank=True, validators=[validate_allowlist])
     required_approvals = models.PositiveIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
     )

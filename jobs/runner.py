@@ -21,6 +21,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from egress import wiring
+from egress.policy import Egress
+from egress.proxy import Door
 from jobs import events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend
@@ -105,9 +108,10 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
         return
     tool_files, tool_env = host_tools(backend.name)
+    door = wiring.open_door(agent) if agent.egress != Egress.NONE else None
     spec = SandboxSpec(
         workspace=ws,
-        command=agent.command,
+        command=wiring.prologue() + agent.command if door else agent.command,
         env={
             "AGENTHUB_JOB_ID": job.public_id,
             "AGENTHUB_ATTEMPT": str(attempt.number),
@@ -115,12 +119,12 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             "AGENTHUB_PROMPT_FILE": PROMPT_PATH,
             **({"AGENTHUB_REVIEW_FILE": REVIEW_PATH} if REVIEW_PATH in inputs else {}),
             **tool_env,
+            **(wiring.ENV if door else {}),
             **agent.secrets,
         },
         limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
-        network=agent.network,
         uid=SANDBOX_UID_BASE + attempt_id % 100_000,
-        ro_files={**inputs, **tool_files},
+        ro_files={**inputs, **tool_files, **(wiring.files(door) if door else {})},
         image=built_from,
         labels={
             "agenthub.job": job.public_id,
@@ -132,26 +136,31 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         "backend": backend.name,
         "command": agent.command,
         "limits": asdict(spec.limits),
-        "network": agent.network,
+        "egress": agent.egress,
+        **({"egress_allowlist": door.policy.describe()} if door else {}),
         "base_commit": attempt.base_commit,
         "start_commit": attempt.start_commit,
         "agent": agent.name,
-        "agent_version": _config_hash(agent.command, spec.limits, agent.network),
+        "agent_version": _config_hash(agent.command, spec.limits, agent.egress),
         "worker": worker_name(),
         "uid": spec.uid,
         **({"image": image, "image_id": built_from} if built_from else {}),
     }
     services.mark_running(attempt_id, card)
     try:
-        proc = backend.start(spec)
-    except SandboxError as exc:
-        services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"sandbox: {exc}")
-        return
-    masker = events.Masker(agent.secrets.values())
-    try:
-        status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker)
+        try:
+            proc = backend.start(spec)
+        except SandboxError as exc:
+            services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"sandbox: {exc}")
+            return
+        masker = events.Masker(agent.secrets.values())
+        try:
+            status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker, door)
+        finally:
+            proc.kill()  # idempotent; a container outlives its process tree otherwise
     finally:
-        proc.kill()  # idempotent; a container outlives its process tree otherwise
+        if door:
+            door.stop()
     if status == AttemptStatus.FAILED and reason.startswith("out of memory"):
         reason = f"{reason} ({agent.memory_mb} MB)"
     _finish(attempt, store, ws, workdir, status, exit_code, reason)
@@ -172,16 +181,20 @@ def _backend_name(name: str, image: str) -> str:
     return "bwrap"
 
 
-def _config_hash(command: str, limits: Limits, network: bool) -> str:
+def _config_hash(command: str, limits: Limits, egress: str) -> str:
     """Names the agent's configuration as it ran, so a changed agent shows on the card."""
     config = json.dumps(
-        {"command": command, "limits": asdict(limits), "network": network}, sort_keys=True
+        {"command": command, "limits": asdict(limits), "egress": egress}, sort_keys=True
     )
     return hashlib.sha256(config.encode()).hexdigest()[:12]
 
 
 def _run(
-    attempt_id: int, proc: RunningSandbox, timeout: int, masker: events.Masker
+    attempt_id: int,
+    proc: RunningSandbox,
+    timeout: int,
+    masker: events.Masker,
+    door: Door | None = None,
 ) -> tuple[str, int | None, str]:
     writer = EventWriter(attempt_id)
     parser = events.OutputParser(masker)
@@ -191,6 +204,9 @@ def _run(
         while not proc.finished:
             for line in proc.read(timeout=0.1):
                 writer.add(parser.feed(line.stream, line.text, line.ts))
+            if door:
+                for connection in door.reported():
+                    writer.add(wiring.event(connection))
             writer.flush_if_due()
             now = time.monotonic()
             if now > deadline:
@@ -207,6 +223,9 @@ def _run(
         proc.kill()
         raise
     exit_code = proc.wait()
+    if door:
+        for connection in door.reported():
+            writer.add(wiring.event(connection))
     writer.flush()
     if exit_code == 0:
         return AttemptStatus.SUCCEEDED, 0, ""

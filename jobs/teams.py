@@ -217,7 +217,8 @@ AGENT_FIELDS = [
     "cpus",
     "memory_mb",
     "max_processes",
-    "network",
+    "egress",
+    "egress_allowlist",
     "required_approvals",
     "silent_merge",
     "retry_allowed",
@@ -242,7 +243,8 @@ class AgentForm(forms.ModelForm):
             "timeout_seconds": "Timeout (seconds)",
             "cpus": "CPUs",
             "memory_mb": "Memory (MB)",
-            "network": "Network egress",
+            "egress": "Network egress",
+            "egress_allowlist": "Egress allowlist",
             "required_approvals": "Required approvals (review policy)",
             "silent_merge": "Merge without review when only these paths change",
         }
@@ -252,12 +254,18 @@ class AgentForm(forms.ModelForm):
             "image": "Docker image for the docker backend; empty: the server's sandbox image.",
             "required_approvals": "How many reviewers must approve a result before it merges.",
             "report_only": "The agent never changes code; its log is the result.",
+            "egress": "What the sandbox may reach, through AgentHub's proxy: nothing, the "
+            "allowlist below, or any public address. Every connection is an event.",
+            "egress_allowlist": "One `[METHODS] host[:port]` per line, e.g. pypi.org, "
+            "*.github.com:443 or GET example.com:80; `registries` for the package registries. "
+            "Private and loopback addresses only when named exactly.",
             "silent_merge": "One gitignore-style pattern per line, e.g. docs/** or *.md "
             "(!pattern excludes). A result whose every changed path matches merges at once, "
             "unreviewed, and the audit trail says so. Empty: every result is reviewed.",
         }
         widgets = {
             "command": forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+            "egress_allowlist": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
             "silent_merge": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
         }
 

@@ -64,6 +64,8 @@ def agent_form(**values: Any) -> dict[str, Any]:
         "cpus": "1.0",
         "memory_mb": "1024",
         "max_processes": "64",
+        "egress": "none",
+        "egress_allowlist": "",
         "required_approvals": "1",
         "retry_allowed": "on",
         "secrets": "",
@@ -537,22 +539,38 @@ def test_repository_pages_refuse_other_methods_with_405(admin, repo):
 # --- agents ------------------------------------------------------------------------------------
 
 
+def test_a_wrong_egress_allowlist_line_is_named_on_the_form(admin, team):
+    response = admin.post(
+        "/teams/demo/agents/new",
+        agent_form(egress="allowlist", egress_allowlist="pypi.org\nFETCH example.com"),
+    )
+    assert "line 2: unknown method FETCH" in page(response)
+    assert not Agent.objects.filter(team=team, name="fixer").exists()
+
+
 def test_admin_creates_an_agent(admin, dana, team):
     mark = audit_mark()
     secrets = json.dumps({"API_KEY": SECRET_VALUE})
     response = admin.post(
         "/teams/demo/agents/new",
-        agent_form(secrets=secrets, required_approvals="2", network="on"),
+        agent_form(
+            secrets=secrets,
+            required_approvals="2",
+            egress="allowlist",
+            egress_allowlist="registries\nGET example.com:80",
+        ),
         follow=True,
     )
     assert "Created agent fixer." in page(response)
     agent = Agent.objects.get(team=team, name="fixer")
-    assert (agent.required_approvals, agent.network, agent.timeout_seconds) == (2, True, 60)
+    assert (agent.required_approvals, agent.egress, agent.timeout_seconds) == (2, "allowlist", 60)
+    assert agent.egress_allowlist == "registries\nGET example.com:80"
     assert agent.secrets == {"API_KEY": SECRET_VALUE}
     entry = one_entry_since(mark)
     assert (entry.actor, entry.action, entry.target) == (dana, "agent.create", "fixer")
     assert entry.data["changes"]["secrets"] == [[], ["API_KEY"]]
     assert entry.data["changes"]["required_approvals"] == [None, 2]
+    assert entry.data["changes"]["egress"] == [None, "allowlist"]
     assert SECRET_VALUE not in json.dumps(entry.data)
     assert SECRET_VALUE not in page(response) and "API_KEY" in page(response)
 

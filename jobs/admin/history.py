@@ -36,6 +36,7 @@ CARD_ORDER = (
     "pinned_image",
     "command",
     "limits",
+    "egress",
     "network",
     "agent",
     "agent_version",

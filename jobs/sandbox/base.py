@@ -47,7 +47,6 @@ class SandboxSpec:
     command: str
     env: dict[str, str]
     limits: Limits
-    network: bool = False
     uid: int = 100000
     ro_files: dict[str, Path] = field(default_factory=dict)
     image: str = ""  # docker only: the image (name or ID) the container runs

@@ -56,8 +56,6 @@ ETC_FILES = {
 }
 # Debian's alternatives (awk, editor...) and the loader cache; neither holds secrets.
 HOST_ETC = ("/etc/alternatives", "/etc/ld.so.cache")
-# What a networked agent needs to resolve names and check certificates.
-NETWORK_ETC = ("/etc/resolv.conf", "/etc/ssl/certs")
 # Where a root worker's child mounts what bwrap must open (see the module docstring): /run
 # exists everywhere, and bwrap reads nothing of the host's /run. The tmpfs hides it from this
 # child only, in its own mount namespace.
@@ -303,8 +301,8 @@ def bwrap_args(spec: SandboxSpec, fds: list[int], stage: _Stage | None = None) -
 def _namespace_args(spec: SandboxSpec) -> list[str]:
     uid = str(SANDBOX_UID)
     return [
+        # The network too: what an agent may reach, it reaches through its door (egress/).
         "--unshare-all",
-        *(["--share-net"] if spec.network else []),
         "--unshare-user",
         "--disable-userns",
         "--uid",
@@ -332,7 +330,7 @@ def _filesystem_args(spec: SandboxSpec, fds: list[int], stage: _Stage | None) ->
     for path, content in ETC_FILES.items():
         fds.append(_memfd(path, content.encode()))
         args += ["--perms", "0644", "--ro-bind-data", str(fds[-1]), path]
-    for path in HOST_ETC + (NETWORK_ETC if spec.network else ()):
+    for path in HOST_ETC:
         args += ["--ro-bind-try", path, path]
     for n, (dest, source) in enumerate(spec.ro_files.items()):
         staged = stage.add(source, f"ro-{n}") if stage else os.path.abspath(source)

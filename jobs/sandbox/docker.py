@@ -2,7 +2,8 @@
 
 The container runs the agent's image as spec.uid, the owner of the bind-mounted workspace, with
 every capability dropped, no new privileges, a read-only root, a size-limited /tmp as its home,
-cgroup limits on memory, CPU and processes, and no network unless the agent's policy allows it.
+cgroup limits on memory, CPU and processes, and no network (the agent's egress goes through
+its door: egress/proxy.py).
 The Docker socket is never mounted. Output is attached before the container starts, so no line
 is lost, and split per stream exactly like bwrap's. The container is removed when the agent
 ends or is killed; reap() removes those a dead worker left behind.
@@ -109,7 +110,7 @@ def container_options(spec: SandboxSpec, uid: int) -> dict[str, Any]:
         # there, as under bwrap), and the workspace is executable anyway.
         "tmpfs": {SANDBOX_HOME: f"rw,exec,nosuid,nodev,size={TMP_MB}m,mode=1777"},
         "read_only": True,
-        "network_mode": None if spec.network else "none",
+        "network_mode": "none",  # what it may reach, it reaches through its door (egress/)
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "init": True,  # reaps the agent's orphans, which bash -c would not
