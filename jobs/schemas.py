@@ -55,6 +55,14 @@ class DiffStats(Schema):
     deleted: int
 
 
+class Usage(Schema):
+    input_tokens: int
+    output_tokens: int
+    cache_tokens: int
+    cost_usd: float = Field(description="At the price table's prices (gateway/providers.py)")
+    requests: int = Field(description="Model requests the gateway forwarded for the attempt")
+
+
 class AttemptOut(Schema):
     number: int
     status: AttemptStatus
@@ -78,6 +86,7 @@ class AttemptOut(Schema):
     finished_at: Timestamp | None
     last_seq: int
     card: dict[str, Any] = Field(description="The reproducibility card")
+    usage: Usage = Field(description="What the attempt's model requests used, summed")
 
 
 class LineCommentIn(Schema):

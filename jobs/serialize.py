@@ -8,10 +8,11 @@ from typing import Any
 from django.db.models import Count
 from django.urls import reverse
 
+from gateway.ledger import usage_of
 from jobs.models import Attempt, Job, JobStatus
 
 
-def attempt_dict(attempt: Attempt) -> dict[str, Any]:
+def attempt_dict(attempt: Attempt, usage: dict[str, Any] | None = None) -> dict[str, Any]:
     files = attempt.files or []
     return {
         "number": attempt.number,
@@ -39,6 +40,8 @@ def attempt_dict(attempt: Attempt) -> dict[str, Any]:
         "finished_at": _iso(attempt.finished_at),
         "last_seq": attempt.last_seq,
         "card": attempt.card,
+        # What its model requests through the gateway cost (gateway.ledger).
+        "usage": usage or usage_of([attempt.pk])[attempt.pk],
     }
 
 
@@ -70,7 +73,8 @@ def job_detail(job: Job) -> dict[str, Any]:
     attempts = list(job.attempts.select_related("retry_of").order_by("number"))
     data = job_summary(job, attempts[-1] if attempts else None)
     data["prompt"] = job.prompt
-    data["attempts"] = [attempt_dict(a) for a in attempts]
+    usage = usage_of(a.pk for a in attempts)
+    data["attempts"] = [attempt_dict(a, usage[a.pk]) for a in attempts]
     data["reviews"] = [
         {
             "attempt": r.attempt.number,

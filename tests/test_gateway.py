@@ -264,3 +264,23 @@ def test_the_meter_reads_each_wire_formats_usage(chunks, expected):
 def test_prices_come_from_one_table():
     assert providers.cost("claude-sonnet-4-5", 1_000_000, 0, 0) == Decimal("3")
     assert providers.cost("my-local-model", 10**9, 10**9, 0) == Decimal(0)
+
+
+def test_an_attempts_usage_is_in_the_job_and_its_long_poll(model, running, team, api, alice):
+    set_credential("test", team, "anthropic", KEY, base_url=model.url)
+    token = Grant.issue(running)
+    for stream in (True, False):
+        body = {"model": "claude-sonnet-4-5", "stream": stream, "messages": []}
+        assert call("/gateway/anthropic/v1/messages", body, **{"x-api-key": token})[0] == 200
+    expected = {
+        "input_tokens": 2400,
+        "output_tokens": 690,
+        "cache_tokens": 200,
+        "cost_usd": float(2 * providers.cost("claude-sonnet-4-5", 1200, 345, 100)),
+        "requests": 2,
+    }
+    public_id = running.job.public_id
+    detail = api(alice).get(f"/api/v1/jobs/{public_id}").json()
+    assert detail["attempts"][0]["usage"] == expected
+    waited = api(alice).get(f"/api/v1/jobs/{public_id}/wait?timeout=0").json()
+    assert waited["attempts"][0]["usage"] == expected

@@ -1,0 +1,40 @@
+"""What an attempt's model requests added up to: its `usage` in every job representation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Sum
+
+from gateway.models import ModelRequest
+
+EMPTY = {"input_tokens": 0, "output_tokens": 0, "cache_tokens": 0, "cost_usd": 0.0, "requests": 0}
+
+
+def usage_of(attempt_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Each attempt's usage, summed over every request the gateway forwarded with its token (in
+    one query; an attempt that made none has zeros)."""
+    ids = list(attempt_ids)
+    found = {attempt_id: dict(EMPTY) for attempt_id in ids}
+    rows = (
+        ModelRequest.objects.filter(attempt_id__in=ids)
+        .values("attempt_id")
+        .annotate(
+            input=Sum("input_tokens"),
+            output=Sum("output_tokens"),
+            cache=Sum("cache_tokens"),
+            cost=Sum("cost_usd"),
+            requests=Count("id"),
+        )
+    )
+    for row in rows:
+        found[row["attempt_id"]] = {
+            "input_tokens": row["input"],
+            "output_tokens": row["output"],
+            "cache_tokens": row["cache"],
+            "cost_usd": float(row["cost"] or Decimal(0)),
+            "requests": row["requests"],
+        }
+    return found
