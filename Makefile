@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test suite lint typecheck bench venv clean sandbox-image app-image
+.PHONY: run test suite lint typecheck bench venv clean sandbox-image app-image agent-images
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ sandbox-image: $(STAMP)
 	docker/build-sandbox-image.sh
 app-image: $(STAMP)
 	docker/build-sandbox-image.sh --app
+
+# The AI presets' CLIs, pinned (jobs/sandbox/toolchain.py): one read-only directory both
+# backends mount, in AGENTHUB_TOOLCHAIN_DIR (default: the user's cache); reused when unchanged.
+agent-images: $(STAMP)
+	$(BIN)/python -m jobs.sandbox.toolchain
 
 bench: $(STAMP)
 	AGENTHUB_DATA_DIR=$(TEST_DATA_DIR)-bench $(BIN)/python -m agenthub.bench

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import dj_database_url
+import platformdirs
 from django.core.exceptions import ImproperlyConfigured
 
 from agenthub.env import env_bool, env_choice, env_int, env_list, env_path, env_str
@@ -58,6 +59,11 @@ AGENTHUB_DATA_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
 AGENTHUB_PORT = env_int("AGENTHUB_PORT", 8000, minimum=1, maximum=65535)
 # The ASGI server `make run` starts (agenthub/run.py). Both serve the API, the event streams and
 # the websockets; uvicorn answered the API faster on a 2-core machine (`make bench`, README).
+# The AI presets' CLIs (`make agent-images`, jobs/sandbox/toolchain.py): outside the checkout
+# and the data directory, so every `make run` finds the one build.
+AGENTHUB_TOOLCHAIN_DIR = env_path(
+    "AGENTHUB_TOOLCHAIN_DIR", str(platformdirs.user_cache_path("agenthub") / "toolchain")
+)
 # Where workers reach the model gateway for their sandboxes (the web server; `make run`'s own).
 AGENTHUB_GATEWAY_URL = env_str("AGENTHUB_GATEWAY_URL") or f"http://127.0.0.1:{AGENTHUB_PORT}"
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))

@@ -39,6 +39,25 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "report_only": True,
         "timeout_seconds": 1800,
     },
+    "claude-code": {
+        "description": "Anthropic's Claude Code CLI, headless, through AgentHub's model gateway.",
+        "command": (
+            # The gateway is the base URL and the attempt's token the key: the team's real key
+            # never enters the sandbox. No telemetry, update checks or other outside traffic.
+            'export ANTHROPIC_BASE_URL="$AGENTHUB_GATEWAY_URL/anthropic"\n'
+            'export ANTHROPIC_API_KEY="$AGENTHUB_MODEL_TOKEN"\n'
+            "export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1\n"
+            'export TMPDIR="$HOME"\n'
+            'claude -p "$(cat "$AGENTHUB_PROMPT_FILE")" --model "$AGENTHUB_MODEL" \\\n'
+            "  --output-format stream-json --verbose --permission-mode acceptEdits \\\n"
+            "  --no-session-persistence < /dev/null\n"
+        ),
+        "prompt_format": "text",
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "memory_mb": 4096,
+        "timeout_seconds": 3600,
+    },
     "security-scan": {
         "description": "Scans the code with bandit; a report, never a change.",
         "command": (
@@ -53,6 +72,10 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
 
 
 def install(agent_model: Any) -> None:
-    """Create or refresh the global (team-less) presets; used by the migration and the tests."""
+    """Create or refresh the global (team-less) presets; used by the migrations and the tests.
+    A migration's historical model may not have every field yet: those are left to the later
+    migration that adds them and installs again."""
+    known = {f.name for f in agent_model._meta.get_fields()}
     for name, fields in BUILTIN_AGENTS.items():
-        agent_model.objects.update_or_create(team=None, name=name, defaults=fields)
+        defaults = {key: value for key, value in fields.items() if key in known}
+        agent_model.objects.update_or_create(team=None, name=name, defaults=defaults)

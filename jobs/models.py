@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from egress.policy import Egress, validate_allowlist
+from gateway.providers import Provider
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -123,6 +124,11 @@ class Agent(models.Model):
     max_processes = models.PositiveIntegerField(
         default=256, validators=[MinValueValidator(8), MaxValueValidator(65536)]
     )
+    # An AI agent's model provider: its attempts get a gateway token for the team's credential
+    # of that provider (gateway/); empty for agents that use no model.
+    provider = models.CharField(max_length=32, choices=Provider.choices, blank=True)
+    # The model it asks for (the preset's CLI gets it as $AGENTHUB_MODEL).
+    model = models.CharField(max_length=200, blank=True)
     # What the sandbox may reach besides the model gateway, through egress/proxy.py.
     egress = models.CharField(max_length=16, choices=Egress.choices, default=Egress.NONE)
     # For `allowlist`: one `[METHODS] host[:port]` per line, `registries` for the package

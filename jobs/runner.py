@@ -24,9 +24,10 @@ from django.db import close_old_connections, connection
 from egress import wiring
 from egress.policy import Egress
 from egress.proxy import Door
+from gateway.models import Grant
 from jobs import events, services, workspace
 from jobs.models import Attempt, AttemptStatus
-from jobs.sandbox import SandboxError, docker_available, get_backend
+from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
 from jobs.sandbox.base import Limits, RunningSandbox, SandboxSpec
 from jobs.sandbox.tools import host_tools
@@ -43,6 +44,7 @@ HEARTBEAT_SECONDS = 3.0
 SANDBOX_UID_BASE = 200_000
 PROMPT_PATH = "/run/agenthub/prompt.txt"
 REVIEW_PATH = "/run/agenthub/review.json"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def worker_name() -> str:
@@ -108,7 +110,21 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
         return
     tool_files, tool_env = host_tools(backend.name)
-    door = wiring.open_door(agent) if agent.egress != Egress.NONE else None
+    model_env: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    if agent.provider:
+        try:
+            found, versions = toolchain.mounts()
+        except toolchain.Missing as exc:
+            services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
+            return
+        tool_files = {**tool_files, **found}
+        tool_env = {**tool_env, "PATH": f"{toolchain.BIN}:{tool_env.get('PATH', DEFAULT_PATH)}"}
+        model_env = {
+            "AGENTHUB_MODEL_TOKEN": Grant.issue(attempt),
+            "AGENTHUB_MODEL": agent.model,
+        }
+    door = wiring.open_door(agent) if agent.provider or agent.egress != Egress.NONE else None
     spec = SandboxSpec(
         workspace=ws,
         command=wiring.prologue() + agent.command if door else agent.command,
@@ -120,6 +136,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             **({"AGENTHUB_REVIEW_FILE": REVIEW_PATH} if REVIEW_PATH in inputs else {}),
             **tool_env,
             **(wiring.ENV if door else {}),
+            **model_env,
             **agent.secrets,
         },
         limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
@@ -145,6 +162,11 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         "worker": worker_name(),
         "uid": spec.uid,
         **({"image": image, "image_id": built_from} if built_from else {}),
+        **(
+            {"provider": agent.provider, "model": agent.model, "versions": versions}
+            if agent.provider
+            else {}
+        ),
     }
     services.mark_running(attempt_id, card)
     try:
@@ -153,7 +175,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         except SandboxError as exc:
             services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"sandbox: {exc}")
             return
-        masker = events.Masker(agent.secrets.values())
+        masker = events.Masker([*agent.secrets.values(), model_env.get("AGENTHUB_MODEL_TOKEN", "")])
         try:
             status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker, door)
         finally:

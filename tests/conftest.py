@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 
+from agenthub.run import server_command
 from jobs import builtin, services, workspace
 from jobs.models import Agent, ApiToken, Attempt, Job, Membership, Repository, Role, Team
 
@@ -275,3 +278,67 @@ def _close_stray_connections(django_db_setup: None, django_db_blocker: Any) -> I
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+# --- a live server: the ASGI server `make run` starts --------------------------------------
+
+
+@dataclass
+class Server:
+    host: str
+    port: int
+    pid: int
+
+
+@pytest.fixture
+def server_env() -> dict[str, str]:
+    """Extra environment for the server (a test parametrizes this to change it)."""
+    return {}
+
+
+@pytest.fixture
+def asgi_server() -> str:
+    """Which ASGI server serves (a test parametrizes this to try the other)."""
+    return settings.AGENTHUB_ASGI_SERVER
+
+
+@pytest.fixture
+def web_processes() -> int:
+    """How many processes serve (AGENTHUB_WEB_PROCESSES; one unless a test asks for more)."""
+    return 1
+
+
+@pytest.fixture
+def server(
+    transactional_db: None,
+    tmp_path: Path,
+    server_env: dict[str, str],
+    asgi_server: str,
+    web_processes: int,
+) -> Iterator[Server]:
+    """The ASGI server `make run` starts, serving agenthub.asgi on a free port against the test
+    database and Redis."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            server_command("127.0.0.1", port, asgi_server, web_processes),
+            env=Workers().env(**server_env),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, what=f"{asgi_server} to listen")
+        yield Server("127.0.0.1", port, proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -7,24 +7,19 @@ import asyncio
 import http.client
 import json
 import os
-import socket
-import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from channels.layers import channel_layers, get_channel_layer
-from django.conf import settings
 from django.test import Client
 from websockets.sync.client import connect
 
-from agenthub.run import server_command
 from jobs import services
 from jobs.events import Draft, append_events, job_group, team_group
 from jobs.models import ApiToken
-from tests.conftest import ROOT, Workers, wait_for
+from tests.conftest import Server, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -69,67 +64,6 @@ def test_events_and_status_are_published_to_job_and_team_groups(api, alice, repo
     updates = [m["job"]["status"] for m in messages if m["type"] == "job.update"]
     assert updates[-1] == "needs_review"
     assert "running" in updates
-
-
-@dataclass
-class Server:
-    host: str
-    port: int
-    pid: int
-
-
-@pytest.fixture
-def server_env() -> dict[str, str]:
-    """Extra environment for the server (a test parametrizes this to change it)."""
-    return {}
-
-
-@pytest.fixture
-def asgi_server() -> str:
-    """Which ASGI server serves (a test parametrizes this to try the other)."""
-    return settings.AGENTHUB_ASGI_SERVER
-
-
-@pytest.fixture
-def web_processes() -> int:
-    """How many processes serve (AGENTHUB_WEB_PROCESSES; one unless a test asks for more)."""
-    return 1
-
-
-@pytest.fixture
-def server(
-    transactional_db: None,
-    tmp_path: Path,
-    server_env: dict[str, str],
-    asgi_server: str,
-    web_processes: int,
-) -> Iterator[Server]:
-    """The ASGI server `make run` starts, serving agenthub.asgi on a free port against the test
-    database and Redis."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            server_command("127.0.0.1", port, asgi_server, web_processes),
-            env=Workers().env(**server_env),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def listening() -> bool:
-        assert proc.poll() is None, log.read_text()
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    try:
-        wait_for(listening, what=f"{asgi_server} to listen")
-        yield Server("127.0.0.1", port, proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def serving_children(pid: int) -> list[int]:

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 
+from gateway.models import ModelCredential
 from jobs import access, workspace
 from jobs.errors import BadInput, ServiceError, TooLarge
 from jobs.models import Agent, Attempt, AuditEntry, Job, JobStatus, Repository, Team
@@ -88,6 +89,7 @@ class _Lookups:
         self._repositories: dict[tuple[int, str], Repository] = {}
         self._agents: dict[tuple[int, str], Agent] = {}
         self._refs: dict[tuple[int, str], workspace.Ref] = {}
+        self._credentials: set[tuple[int, str]] = set()
 
     def repository(self, user: Any, name: str) -> Repository:
         key = (user.pk, name)
@@ -101,6 +103,22 @@ class _Lookups:
             self._agents[key] = _find_agent(team, name)
         return self._agents[key]
 
+    def check_credential(self, team: Team, agent: Agent) -> None:
+        """An AI agent needs its team's credential for its provider: said now, not after a
+        failed run."""
+        key = (team.pk, agent.provider)
+        if key in self._credentials:
+            return
+        if not ModelCredential.objects.filter(team=team, provider=agent.provider).exists():
+            raise BadInput(
+                f"Agent {agent.name} needs a model credential for {agent.provider}, and team "
+                f"{team.name} has none: a team admin sets one with "
+                f"`manage.py set_model_credential --team {team.name} --provider "
+                f"{agent.provider}`.",
+                field="agent",
+            )
+        self._credentials.add(key)
+
     def ref(self, repository: Repository, ref: str) -> workspace.Ref:
         key = (repository.pk, ref)
         if key not in self._refs:
@@ -112,6 +130,8 @@ def _prepare(submission: Submission, lookups: _Lookups) -> Job:
     """The unsaved job, once everything about it has been checked."""
     repository = lookups.repository(submission.user, submission.repo)
     chosen = lookups.agent(repository.team, submission.agent)
+    if chosen.provider:
+        lookups.check_credential(repository.team, chosen)
     _check_numbers(submission.prompt, submission.attempts, submission.priority)
     _check_callback(submission.callback_url)
     ref = submission.base_ref or repository.default_branch
