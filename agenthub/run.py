@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,9 +57,11 @@ def main() -> int:
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], check=True)
     subprocess.run([*manage, "load_demo", "--url", url], check=True)
+    scripted = _scripted_model(manage, settings.AGENTHUB_MODEL_SCRIPT)
     with _redis() as redis_url:
         env = {**os.environ, "REDIS_URL": redis_url}
         children = [
+            *scripted,
             subprocess.Popen(
                 server_command(
                     bind, port, settings.AGENTHUB_ASGI_SERVER, settings.AGENTHUB_WEB_PROCESSES
@@ -79,6 +82,37 @@ def main() -> int:
             flush=True,
         )
         return _supervise(children)
+
+
+def _scripted_model(manage: list[str], script: str) -> list[subprocess.Popen[bytes]]:
+    """With AGENTHUB_MODEL_SCRIPT, the scripted model server on a free port, and the demo team's
+    credential for every provider pointing at it: the AI presets can be tried with no key."""
+    if not script:
+        return []
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = _start(
+        [sys.executable, "-m", "scripted_model.server", script, "--port", str(port)],
+        dict(os.environ),
+    )
+    for provider in ("anthropic", "openai", "google"):
+        subprocess.run(
+            [
+                *manage,
+                "set_model_credential",
+                "--team",
+                "demo",
+                "--provider",
+                provider,
+                "--base-url",
+                f"http://127.0.0.1:{port}",
+            ],
+            input=b"scripted-model-server\n",
+            check=True,
+        )
+    print(f"AGENTHUB_MODEL_SCRIPT: the scripted model server plays {script} on port {port}")
+    return [server]
 
 
 @contextlib.contextmanager

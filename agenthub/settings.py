@@ -64,6 +64,9 @@ AGENTHUB_PORT = env_int("AGENTHUB_PORT", 8000, minimum=1, maximum=65535)
 AGENTHUB_TOOLCHAIN_DIR = env_path(
     "AGENTHUB_TOOLCHAIN_DIR", str(platformdirs.user_cache_path("agenthub") / "toolchain")
 )
+# `make run` only: start the scripted model server with this script and point the demo team's
+# model credentials at it (scripted_model/), to try the AI presets without a key.
+AGENTHUB_MODEL_SCRIPT = env_str("AGENTHUB_MODEL_SCRIPT")
 # Where workers reach the model gateway for their sandboxes (the web server; `make run`'s own).
 AGENTHUB_GATEWAY_URL = env_str("AGENTHUB_GATEWAY_URL") or f"http://127.0.0.1:{AGENTHUB_PORT}"
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))

@@ -55,6 +55,7 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "prompt_format": "text",
         "provider": "anthropic",
         "model": "claude-sonnet-4-5",
+        "output_format": "claude-stream-json",
         "memory_mb": 4096,
         "timeout_seconds": 3600,
     },

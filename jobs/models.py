@@ -129,6 +129,12 @@ class Agent(models.Model):
     provider = models.CharField(max_length=32, choices=Provider.choices, blank=True)
     # The model it asks for (the preset's CLI gets it as $AGENTHUB_MODEL).
     model = models.CharField(max_length=200, blank=True)
+    # How its output is read into activity events beside the log (jobs/activity.py).
+    output_format = models.CharField(
+        max_length=32,
+        choices=[("text", "plain text"), ("claude-stream-json", "Claude Code stream-json")],
+        default="text",
+    )
     # What the sandbox may reach besides the model gateway, through egress/proxy.py.
     egress = models.CharField(max_length=16, choices=Egress.choices, default=Egress.NONE)
     # For `allowlist`: one `[METHODS] host[:port]` per line, `registries` for the package
@@ -370,6 +376,9 @@ class Attempt(models.Model):
     files = models.JSONField(default=list, blank=True)
     # Reproducibility card: backend, command, limits, base commit, tool versions.
     card = models.JSONField(default=dict, blank=True)
+    # What the agent said it did, for the review page (an AI agent's closing message, its turns
+    # and cost as its CLI counted them); empty when it says nothing.
+    summary = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

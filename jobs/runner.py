@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -25,11 +26,11 @@ from egress import wiring
 from egress.policy import Egress
 from egress.proxy import Door
 from gateway.models import Grant
-from jobs import events, services, workspace
+from jobs import activity, events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
-from jobs.sandbox.base import Limits, RunningSandbox, SandboxSpec
+from jobs.sandbox.base import Limits, OutputLine, RunningSandbox, SandboxSpec
 from jobs.sandbox.tools import host_tools
 
 log = logging.getLogger(__name__)
@@ -176,8 +177,9 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"sandbox: {exc}")
             return
         masker = events.Masker([*agent.secrets.values(), model_env.get("AGENTHUB_MODEL_TOKEN", "")])
+        reading = Reading(masker, agent.output_format, door)
         try:
-            status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, masker, door)
+            status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, reading)
         finally:
             proc.kill()  # idempotent; a container outlives its process tree otherwise
     finally:
@@ -185,7 +187,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             door.stop()
     if status == AttemptStatus.FAILED and reason.startswith("out of memory"):
         reason = f"{reason} ({agent.memory_mb} MB)"
-    _finish(attempt, store, ws, workdir, status, exit_code, reason)
+    _finish(attempt, store, ws, workdir, status, exit_code, reason, reading.summary)
 
 
 def _backend_name(name: str, image: str) -> str:
@@ -211,43 +213,57 @@ def _config_hash(command: str, limits: Limits, egress: str) -> str:
     return hashlib.sha256(config.encode()).hexdigest()[:12]
 
 
+class Reading:
+    """What an attempt's run turns into events: its output lines (the log and workflow
+    commands), an AI agent's activity read from them, and its door's connections."""
+
+    def __init__(self, masker: events.Masker, output_format: str, door: Door | None) -> None:
+        self.parser = events.OutputParser(masker)
+        self.activity = activity.reader(output_format, masker)
+        self.door = door
+
+    def line(self, line: OutputLine) -> list[events.Draft]:
+        drafts = [self.parser.feed(line.stream, line.text, line.ts)]
+        if self.activity is not None and line.stream == "stdout":
+            drafts += self.activity.drafts(line.text)
+        return [draft for draft in drafts if draft is not None]
+
+    def connections(self) -> list[events.Draft]:
+        return [wiring.event(c) for c in self.door.reported()] if self.door else []
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.activity.final if self.activity else {}
+
+
 def _run(
-    attempt_id: int,
-    proc: RunningSandbox,
-    timeout: int,
-    masker: events.Masker,
-    door: Door | None = None,
+    attempt_id: int, proc: RunningSandbox, timeout: int, reading: Reading
 ) -> tuple[str, int | None, str]:
     writer = EventWriter(attempt_id)
-    parser = events.OutputParser(masker)
     deadline = time.monotonic() + timeout
     next_cancel_check = 0.0
     try:
         while not proc.finished:
             for line in proc.read(timeout=0.1):
-                writer.add(parser.feed(line.stream, line.text, line.ts))
-            if door:
-                for connection in door.reported():
-                    writer.add(wiring.event(connection))
+                writer.add(*reading.line(line))
+            writer.add(*reading.connections())
             writer.flush_if_due()
             now = time.monotonic()
             if now > deadline:
                 proc.kill()
                 return _drained(
-                    writer, parser, proc, AttemptStatus.TIMED_OUT, f"timed out after {timeout} s"
+                    writer, reading, proc, AttemptStatus.TIMED_OUT, f"timed out after {timeout} s"
                 )
             if now > next_cancel_check:
                 next_cancel_check = now + CANCEL_POLL_SECONDS
                 if Attempt.objects.filter(pk=attempt_id, cancel_requested=True).exists():
                     proc.kill()
-                    return _drained(writer, parser, proc, AttemptStatus.CANCELLED, "cancelled")
+                    return _drained(writer, reading, proc, AttemptStatus.CANCELLED, "cancelled")
     except BaseException:
         proc.kill()
         raise
     exit_code = proc.wait()
-    if door:
-        for connection in door.reported():
-            writer.add(wiring.event(connection))
+    writer.add(*reading.connections())
     writer.flush()
     if exit_code == 0:
         return AttemptStatus.SUCCEEDED, 0, ""
@@ -257,10 +273,11 @@ def _run(
 
 
 def _drained(
-    writer: EventWriter, parser: events.OutputParser, proc: RunningSandbox, status: str, reason: str
+    writer: EventWriter, reading: Reading, proc: RunningSandbox, status: str, reason: str
 ) -> tuple[str, int | None, str]:
     for line in proc.read(timeout=0.2):
-        writer.add(parser.feed(line.stream, line.text, line.ts))
+        writer.add(*reading.line(line))
+    writer.add(*reading.connections())
     writer.flush()
     return status, proc.poll(), reason
 
@@ -273,6 +290,7 @@ def _finish(
     status: str,
     exit_code: int | None,
     reason: str,
+    summary: dict[str, Any],
 ) -> None:
     """Commit whatever the agent left, even after a timeout or cancel (marked partial)."""
     message = (
@@ -302,6 +320,7 @@ def _finish(
         reason=reason,
         result=result,
         result_commit=commit or "",
+        summary=summary,
     )
 
 
@@ -318,9 +337,11 @@ class EventWriter:
         # so on stderr, where the kernel's OOM killer (docker) would have been reported instead.
         self.memory_error = False
 
-    def add(self, draft: events.Draft | None) -> None:
-        if draft is None:
-            return
+    def add(self, *drafts: events.Draft) -> None:
+        for draft in drafts:
+            self._add(draft)
+
+    def _add(self, draft: events.Draft) -> None:
         if draft.stream == "stderr" and MEMORY_ERRORS.search(draft.text):
             self.memory_error = True
         if draft.kind == "log":

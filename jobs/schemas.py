@@ -87,6 +87,9 @@ class AttemptOut(Schema):
     last_seq: int
     card: dict[str, Any] = Field(description="The reproducibility card")
     usage: Usage = Field(description="What the attempt's model requests used, summed")
+    summary: dict[str, Any] = Field(
+        description="What the agent said it did: an AI agent's closing message, turns and cost"
+    )
 
 
 class LineCommentIn(Schema):

@@ -86,6 +86,20 @@ def test_claude_code_edits_a_file_through_the_gateway(
     assert not attempt.events.filter(kind="egress").exists()
     assert attempt.card["versions"] == {"@anthropic-ai/claude-code": "2.1.337"}
 
+    # What it said and did, as activity events beside the raw log, and its closing message.
+    activity = [
+        (e.kind, e.text, e.data)
+        for e in attempt.events.filter(
+            kind__in=("message", "tool_call", "tool_result", "usage")
+        ).order_by("seq")
+    ]
+    assert [kind for kind, _, _ in activity] == ["tool_call", "tool_result", "message", "usage"]
+    assert activity[0][2] == {"tool": "Write", "input": "/workspace/HELLO.md", "path": "HELLO.md"}
+    assert activity[1][2] == {"ok": True}
+    assert activity[2][1] == "I wrote HELLO.md."
+    assert activity[3][2]["turns"] == 2 and activity[3][2]["output_tokens"] == 690
+    assert detail["attempts"][0]["summary"]["message"] == "I wrote HELLO.md."
+
 
 def test_an_ai_preset_without_its_teams_credential_is_refused_on_submit(api, alice, repo):
     answer = api(alice).post(

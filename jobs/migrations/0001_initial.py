@@ -9,7 +9,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,219 +17,584 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9._-]{0,63}$', "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.")])),
-                ('description', models.CharField(blank=True, max_length=500)),
-                ('command', models.TextField()),
-                ('backend', models.CharField(blank=True, choices=[('', 'server default'), ('bwrap', 'Bwrap'), ('local', 'Local')], default='', max_length=16)),
-                ('image', models.CharField(blank=True, max_length=300)),
-                ('timeout_seconds', models.PositiveIntegerField(default=1800, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(86400)])),
-                ('cpus', models.FloatField(default=1.0, validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(64)])),
-                ('memory_mb', models.PositiveIntegerField(default=2048, validators=[django.core.validators.MinValueValidator(64), django.core.validators.MaxValueValidator(262144)])),
-                ('max_processes', models.PositiveIntegerField(default=256, validators=[django.core.validators.MinValueValidator(8), django.core.validators.MaxValueValidator(65536)])),
-                ('network', models.BooleanField(default=False, help_text='Allow network egress.')),
-                ('required_approvals', models.PositiveIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10)])),
-                ('retry_allowed', models.BooleanField(default=True, help_text='Retry once when a worker dies.')),
-                ('report_only', models.BooleanField(default=False)),
-                ('secrets', models.JSONField(blank=True, default=dict, help_text='Env vars, masked in logs.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=64,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9._-]{0,63}$",
+                                "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=500)),
+                ("command", models.TextField()),
+                (
+                    "backend",
+                    models.CharField(
+                        blank=True,
+                        choices=[("", "server default"), ("bwrap", "Bwrap"), ("local", "Local")],
+                        default="",
+                        max_length=16,
+                    ),
+                ),
+                ("image", models.CharField(blank=True, max_length=300)),
+                (
+                    "timeout_seconds",
+                    models.PositiveIntegerField(
+                        default=1800,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(86400),
+                        ],
+                    ),
+                ),
+                (
+                    "cpus",
+                    models.FloatField(
+                        default=1.0,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.1),
+                            django.core.validators.MaxValueValidator(64),
+                        ],
+                    ),
+                ),
+                (
+                    "memory_mb",
+                    models.PositiveIntegerField(
+                        default=2048,
+                        validators=[
+                            django.core.validators.MinValueValidator(64),
+                            django.core.validators.MaxValueValidator(262144),
+                        ],
+                    ),
+                ),
+                (
+                    "max_processes",
+                    models.PositiveIntegerField(
+                        default=256,
+                        validators=[
+                            django.core.validators.MinValueValidator(8),
+                            django.core.validators.MaxValueValidator(65536),
+                        ],
+                    ),
+                ),
+                ("network", models.BooleanField(default=False, help_text="Allow network egress.")),
+                (
+                    "required_approvals",
+                    models.PositiveIntegerField(
+                        default=1,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(10),
+                        ],
+                    ),
+                ),
+                (
+                    "retry_allowed",
+                    models.BooleanField(default=True, help_text="Retry once when a worker dies."),
+                ),
+                ("report_only", models.BooleanField(default=False)),
+                (
+                    "secrets",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Env vars, masked in logs."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
         ),
         migrations.CreateModel(
-            name='Repository',
+            name="Repository",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9._-]{0,63}$', "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.")])),
-                ('source', models.CharField(help_text='Local path or clone URL it came from.', max_length=1000)),
-                ('push_url', models.CharField(blank=True, max_length=1000)),
-                ('store_path', models.CharField(help_text="AgentHub's bare copy.", max_length=1000)),
-                ('default_branch', models.CharField(default='main', max_length=200)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=64,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9._-]{0,63}$",
+                                "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        help_text="Local path or clone URL it came from.", max_length=1000
+                    ),
+                ),
+                ("push_url", models.CharField(blank=True, max_length=1000)),
+                (
+                    "store_path",
+                    models.CharField(help_text="AgentHub's bare copy.", max_length=1000),
+                ),
+                ("default_branch", models.CharField(default="main", max_length=200)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'verbose_name_plural': 'repositories',
+                "verbose_name_plural": "repositories",
             },
         ),
         migrations.CreateModel(
-            name='Team',
+            name="Team",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9._-]{0,63}$', "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.")])),
-                ('concurrency_limit', models.PositiveIntegerField(default=2, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)])),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=64,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9._-]{0,63}$",
+                                "Use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "concurrency_limit",
+                    models.PositiveIntegerField(
+                        default=2,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100),
+                        ],
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
         ),
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(max_length=12)),
-                ('key_hash', models.CharField(max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("prefix", models.CharField(max_length=12)),
+                ("key_hash", models.CharField(max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=jobs.models.new_public_id, editable=False, max_length=16, unique=True)),
-                ('title', models.CharField(max_length=200)),
-                ('prompt', models.TextField()),
-                ('base_ref', models.CharField(max_length=200)),
-                ('base_commit', models.CharField(max_length=64)),
-                ('target_branch', models.CharField(max_length=200)),
-                ('priority', models.IntegerField(default=0, validators=[django.core.validators.MinValueValidator(-10), django.core.validators.MaxValueValidator(10)])),
-                ('attempts_requested', models.PositiveSmallIntegerField(default=1)),
-                ('callback_url', models.URLField(blank=True)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('needs_review', 'Needs Review'), ('approved', 'Approved'), ('merged', 'Merged'), ('no_changes', 'No Changes'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('rejected', 'Rejected'), ('changes_requested', 'Changes Requested'), ('conflict', 'Conflict')], default='queued', max_length=20)),
-                ('merge_commit', models.CharField(blank=True, max_length=64)),
-                ('conflicts', models.JSONField(blank=True, default=list)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='jobs.agent')),
-                ('submitter', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to=settings.AUTH_USER_MODEL)),
-                ('repository', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='jobs.repository')),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='jobs.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "public_id",
+                    models.CharField(
+                        default=jobs.models.new_public_id,
+                        editable=False,
+                        max_length=16,
+                        unique=True,
+                    ),
+                ),
+                ("title", models.CharField(max_length=200)),
+                ("prompt", models.TextField()),
+                ("base_ref", models.CharField(max_length=200)),
+                ("base_commit", models.CharField(max_length=64)),
+                ("target_branch", models.CharField(max_length=200)),
+                (
+                    "priority",
+                    models.IntegerField(
+                        default=0,
+                        validators=[
+                            django.core.validators.MinValueValidator(-10),
+                            django.core.validators.MaxValueValidator(10),
+                        ],
+                    ),
+                ),
+                ("attempts_requested", models.PositiveSmallIntegerField(default=1)),
+                ("callback_url", models.URLField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("needs_review", "Needs Review"),
+                            ("approved", "Approved"),
+                            ("merged", "Merged"),
+                            ("no_changes", "No Changes"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("rejected", "Rejected"),
+                            ("changes_requested", "Changes Requested"),
+                            ("conflict", "Conflict"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("merge_commit", models.CharField(blank=True, max_length=64)),
+                ("conflicts", models.JSONField(blank=True, default=list)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="jobs.agent",
+                    ),
+                ),
+                (
+                    "submitter",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "repository",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="jobs.repository",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="jobs.team",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Attempt',
+            name="Attempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveSmallIntegerField()),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('preparing', 'Preparing'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('timed_out', 'Timed Out'), ('cancelled', 'Cancelled'), ('lost', 'Lost')], default='queued', max_length=16)),
-                ('branch', models.CharField(max_length=200)),
-                ('base_commit', models.CharField(max_length=64)),
-                ('start_commit', models.CharField(max_length=64)),
-                ('dispatched_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('exit_code', models.IntegerField(blank=True, null=True)),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('progress', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('progress_message', models.CharField(blank=True, max_length=500)),
-                ('last_seq', models.PositiveIntegerField(default=0)),
-                ('result_commit', models.CharField(blank=True, max_length=64)),
-                ('partial', models.BooleanField(default=False)),
-                ('diff_hash', models.CharField(blank=True, max_length=64)),
-                ('patch', models.TextField(blank=True)),
-                ('files', models.JSONField(blank=True, default=list)),
-                ('card', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('retry_of', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='jobs.attempt')),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempts', to='jobs.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveSmallIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("preparing", "Preparing"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("timed_out", "Timed Out"),
+                            ("cancelled", "Cancelled"),
+                            ("lost", "Lost"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("branch", models.CharField(max_length=200)),
+                ("base_commit", models.CharField(max_length=64)),
+                ("start_commit", models.CharField(max_length=64)),
+                ("dispatched_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("exit_code", models.IntegerField(blank=True, null=True)),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                ("progress", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("progress_message", models.CharField(blank=True, max_length=500)),
+                ("last_seq", models.PositiveIntegerField(default=0)),
+                ("result_commit", models.CharField(blank=True, max_length=64)),
+                ("partial", models.BooleanField(default=False)),
+                ("diff_hash", models.CharField(blank=True, max_length=64)),
+                ("patch", models.TextField(blank=True)),
+                ("files", models.JSONField(blank=True, default=list)),
+                ("card", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "retry_of",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="jobs.attempt",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attempts",
+                        to="jobs.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['number'],
+                "ordering": ["number"],
             },
         ),
         migrations.CreateModel(
-            name='Review',
+            name="Review",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('decision', models.CharField(choices=[('approve', 'Approve'), ('reject', 'Reject'), ('request_changes', 'Request Changes')], max_length=16)),
-                ('comment', models.TextField(blank=True)),
-                ('diff_hash', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('attempt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reviews', to='jobs.attempt')),
-                ('reviewer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='reviews', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "decision",
+                    models.CharField(
+                        choices=[
+                            ("approve", "Approve"),
+                            ("reject", "Reject"),
+                            ("request_changes", "Request Changes"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("comment", models.TextField(blank=True)),
+                ("diff_hash", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "attempt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reviews",
+                        to="jobs.attempt",
+                    ),
+                ),
+                (
+                    "reviewer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="reviews",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='repository',
-            name='team',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='repositories', to='jobs.team'),
+            model_name="repository",
+            name="team",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="repositories",
+                to="jobs.team",
+            ),
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('member', 'Member'), ('reviewer', 'Reviewer'), ('admin', 'Admin')], default='member', max_length=16)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='jobs.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("member", "Member"),
+                            ("reviewer", "Reviewer"),
+                            ("admin", "Admin"),
+                        ],
+                        default="member",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="jobs.team",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('ts', models.DateTimeField(default=django.utils.timezone.now)),
-                ('actor_name', models.CharField(max_length=150)),
-                ('action', models.CharField(max_length=64)),
-                ('target', models.CharField(blank=True, max_length=200)),
-                ('before', models.CharField(blank=True, max_length=64)),
-                ('after', models.CharField(blank=True, max_length=64)),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit', to='jobs.job')),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='jobs.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("ts", models.DateTimeField(default=django.utils.timezone.now)),
+                ("actor_name", models.CharField(max_length=150)),
+                ("action", models.CharField(max_length=64)),
+                ("target", models.CharField(blank=True, max_length=200)),
+                ("before", models.CharField(blank=True, max_length=64)),
+                ("after", models.CharField(blank=True, max_length=64)),
+                ("data", models.JSONField(blank=True, default=dict)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit",
+                        to="jobs.job",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="jobs.team",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['id'],
+                "verbose_name_plural": "audit entries",
+                "ordering": ["id"],
             },
         ),
         migrations.AddField(
-            model_name='agent',
-            name='team',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='agents', to='jobs.team'),
+            model_name="agent",
+            name="team",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="agents",
+                to="jobs.team",
+            ),
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('ts', models.DateTimeField()),
-                ('kind', models.CharField(max_length=16)),
-                ('stream', models.CharField(blank=True, max_length=8)),
-                ('text', models.TextField(blank=True)),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('attempt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='jobs.attempt')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveIntegerField()),
+                ("ts", models.DateTimeField()),
+                ("kind", models.CharField(max_length=16)),
+                ("stream", models.CharField(blank=True, max_length=8)),
+                ("text", models.TextField(blank=True)),
+                ("data", models.JSONField(blank=True, default=dict)),
+                (
+                    "attempt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="jobs.attempt",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['attempt', 'seq'],
-                'constraints': [models.UniqueConstraint(fields=('attempt', 'seq'), name='gap_free_seq')],
+                "ordering": ["attempt", "seq"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("attempt", "seq"), name="gap_free_seq")
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='attempt',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='jobs_attemp_status_afcb5b_idx'),
+            model_name="attempt",
+            index=models.Index(
+                fields=["status", "heartbeat_at"], name="jobs_attemp_status_afcb5b_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='attempt',
-            constraint=models.UniqueConstraint(fields=('job', 'number'), name='attempt_number_per_job'),
+            model_name="attempt",
+            constraint=models.UniqueConstraint(
+                fields=("job", "number"), name="attempt_number_per_job"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='repository',
-            constraint=models.UniqueConstraint(fields=('team', 'name'), name='repo_name_per_team'),
+            model_name="repository",
+            constraint=models.UniqueConstraint(fields=("team", "name"), name="repo_name_per_team"),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('team', 'user'), name='one_membership'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(fields=("team", "user"), name="one_membership"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['team', '-created_at'], name='jobs_job_team_id_3c93cf_idx'),
+            model_name="job",
+            index=models.Index(fields=["team", "-created_at"], name="jobs_job_team_id_3c93cf_idx"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['status'], name='jobs_job_status_7d017a_idx'),
+            model_name="job",
+            index=models.Index(fields=["status"], name="jobs_job_status_7d017a_idx"),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(fields=('team', 'name'), name='agent_name_per_team'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(fields=("team", "name"), name="agent_name_per_team"),
         ),
         migrations.AddConstraint(
-            model_name='agent',
-            constraint=models.UniqueConstraint(condition=models.Q(('team', None)), fields=('name',), name='preset_agent_name'),
+            model_name="agent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("team", None)), fields=("name",), name="preset_agent_name"
+            ),
         ),
     ]

@@ -4,15 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0002_builtin_agents'),
+        ("jobs", "0002_builtin_agents"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='agent',
-            name='backend',
-            field=models.CharField(blank=True, choices=[('', 'server default'), ('docker', 'Docker'), ('bwrap', 'Bwrap'), ('local', 'Local')], default='', max_length=16),
+            model_name="agent",
+            name="backend",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "server default"),
+                    ("docker", "Docker"),
+                    ("bwrap", "Bwrap"),
+                    ("local", "Local"),
+                ],
+                default="",
+                max_length=16,
+            ),
         ),
     ]

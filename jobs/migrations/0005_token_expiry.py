@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0004_audit_chain'),
+        ("jobs", "0004_audit_chain"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apitoken',
-            name='expires_at',
+            model_name="apitoken",
+            name="expires_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='apitoken',
-            name='revoked_at',
+            model_name="apitoken",
+            name="revoked_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -5,24 +5,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0006_agent_silent_merge'),
+        ("jobs", "0006_agent_silent_merge"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LineComment',
+            name="LineComment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(max_length=4096)),
-                ('line', models.PositiveIntegerField()),
-                ('side', models.CharField(choices=[('new', 'New'), ('old', 'Old')], default='new', max_length=3)),
-                ('body', models.TextField()),
-                ('review', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='line_comments', to='jobs.review')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("path", models.CharField(max_length=4096)),
+                ("line", models.PositiveIntegerField()),
+                (
+                    "side",
+                    models.CharField(
+                        choices=[("new", "New"), ("old", "Old")], default="new", max_length=3
+                    ),
+                ),
+                ("body", models.TextField()),
+                (
+                    "review",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="line_comments",
+                        to="jobs.review",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['path', 'line', 'id'],
+                "ordering": ["path", "line", "id"],
             },
         ),
     ]

@@ -24,30 +24,42 @@ def number_rounds(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0007_review_line_comments'),
+        ("jobs", "0007_review_line_comments"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='prompt_format',
-            field=models.CharField(choices=[('script', 'a script (a review is added as # comment lines)'), ('text', 'text (a review is added as plain text)')], default='script', max_length=8),
+            model_name="agent",
+            name="prompt_format",
+            field=models.CharField(
+                choices=[
+                    ("script", "a script (a review is added as # comment lines)"),
+                    ("text", "text (a review is added as plain text)"),
+                ],
+                default="script",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='attempt',
-            name='instruction',
+            model_name="attempt",
+            name="instruction",
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name='attempt',
-            name='review',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='follow_ups', to='jobs.review'),
+            model_name="attempt",
+            name="review",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="follow_ups",
+                to="jobs.review",
+            ),
         ),
         migrations.AddField(
-            model_name='attempt',
-            name='round',
+            model_name="attempt",
+            name="round",
             field=models.PositiveSmallIntegerField(default=1),
         ),
         migrations.RunPython(number_rounds, migrations.RunPython.noop),

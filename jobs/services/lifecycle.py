@@ -140,6 +140,7 @@ def finish_attempt(
     reason: str = "",
     result: workspace.Diff | None = None,
     result_commit: str = "",
+    summary: dict[str, Any] | None = None,
 ) -> Attempt | None:
     """End a running attempt; returns None when it had already ended (e.g. marked lost)."""
     now = timezone.now()
@@ -154,6 +155,7 @@ def finish_attempt(
         attempt.exit_code = exit_code
         attempt.reason = reason[:500]
         attempt.finished_at = now
+        attempt.summary = summary or {}
         if result is not None and not attempt.job.agent.report_only:
             attempt.result_commit = result_commit
             attempt.patch = result.patch
