@@ -262,8 +262,62 @@ function sgr(classes, codes) {
   return next;
 }
 
+/* An AI agent's activity: what it said, the tools it called (each folded, with its result inside),
+   and what it used. Text only, never markup: an agent's output is untrusted. */
+const ACTIVITY_KINDS = new Set(["message", "tool_call", "tool_result", "usage"]);
+
+function activityFeed(feed) {
+  let lastCall = null;
+  const reviewUrl = feed.dataset.reviewUrl;
+  const usageLine = document.querySelector("[data-role=usage-line]");
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  return function add(event) {
+    const empty = feed.querySelector("[data-role=activity-empty]");
+    if (empty) empty.remove();
+    if (event.kind === "message") {
+      feed.append(el("p", "act act-message", event.text));
+      lastCall = null;
+    } else if (event.kind === "tool_call") {
+      const call = el("details", "act act-tool");
+      const summary = el("summary");
+      summary.append(el("span", "act-tool-name", event.data?.tool || "tool"), " ");
+      if (event.data?.path) {
+        const link = el("a", "act-path", event.data.path);
+        link.href = `${reviewUrl}#path=${encodeURIComponent(event.data.path)}`;
+        summary.append(link);
+      } else {
+        summary.append(el("code", "act-input", event.data?.input || ""));
+      }
+      call.append(summary);
+      feed.append(call);
+      lastCall = call;
+    } else if (event.kind === "tool_result") {
+      const ok = event.data?.ok !== false;
+      const result = el("pre", `act-result ${ok ? "ok" : "error"}`, event.text || (ok ? "ok" : "error"));
+      if (lastCall) {
+        lastCall.classList.add(ok ? "ok" : "error");
+        lastCall.append(result);
+      } else {
+        feed.append(result);
+      }
+    } else if (event.kind === "usage") {
+      const d = event.data || {};
+      const text = `${d.turns} turns · ${d.input_tokens} tokens in, ${d.output_tokens} out · $${Number(d.cost_usd || 0).toFixed(4)}`;
+      feed.append(el("p", "act act-usage", text));
+      if (usageLine) usageLine.textContent = text;
+    }
+  };
+}
+
 function logView(page) {
   const log = document.getElementById("log");
+  const feed = document.getElementById("activity");
+  const addActivity = feed ? activityFeed(feed) : null;
   const follow = document.getElementById("follow-tail");
   const state = page.querySelector("[data-role=connection]");
   const progress = page.querySelector("[data-role=progress]");
@@ -274,6 +328,10 @@ function logView(page) {
   let lines = 0;
 
   function line(event) {
+    if (ACTIVITY_KINDS.has(event.kind)) {
+      if (addActivity) addActivity(event);
+      return;
+    }
     if (event.kind === "group") {
       const details = document.createElement("details");
       details.open = true;
@@ -349,6 +407,7 @@ function logView(page) {
       sep.className = "line kind-status attempt-start";
       sep.textContent = `— attempt ${attempt} —`;
       log.append(sep);
+      if (feed) feed.append(sep.cloneNode(true));
     }
     if (message.attempt !== attempt) return;
     for (const event of message.events) {

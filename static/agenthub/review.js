@@ -338,6 +338,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    // #path=<file>: from the job page's activity feed, the file an agent's tool call touched.
+    if (location.hash.startsWith("#path=")) {
+      const path = decodeURIComponent(location.hash.slice(6));
+      const file = document.querySelector(`.diff-file[data-path="${CSS.escape(path)}"]`);
+      if (file) file.scrollIntoView();
+    }
     const diff = document.querySelector(".diff-review");
     if (!diff) return;
     placeSubmitted();
