@@ -97,6 +97,8 @@ class Door:
         self._loop.close()
         for path in (self.proxy_socket, self.gateway_socket):
             path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the directory, once empty (open_door made it)
+            self.directory.rmdir()
 
     def reported(self) -> list[Connection]:
         """The connections reported since the last call."""

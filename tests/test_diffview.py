@@ -549,7 +549,9 @@ def test_a_file_of_exactly_the_limit_is_not_large() -> None:
 def test_a_loaded_large_file_is_one_section_with_every_line(tmp_path: Path) -> None:
     diff_file = large_file(tmp_path)
     html = render_to_string("jobs/_diff_file.html", {"file": diff_file}).strip()
-    assert html.startswith(f'<section class="diff-file diff-file-added" id="{diff_file.anchor}">')
+    assert html.startswith(
+        f'<section class="diff-file diff-file-added" id="{diff_file.anchor}" data-path="'
+    )
     assert html.endswith("</section>")
     assert html.count("<section") == 1
     assert html.count('data-n="401"') == 2  # unified and split

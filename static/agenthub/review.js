@@ -341,7 +341,8 @@
     // #path=<file>: from the job page's activity feed, the file an agent's tool call touched.
     if (location.hash.startsWith("#path=")) {
       const path = decodeURIComponent(location.hash.slice(6));
-      const file = document.querySelector(`.diff-file[data-path="${CSS.escape(path)}"]`);
+      const file = [...document.querySelectorAll(".diff-file[data-path]")]
+        .find((section) => decodeURIComponent(section.dataset.path) === path);
       if (file) file.scrollIntoView();
     }
     const diff = document.querySelector(".diff-review");

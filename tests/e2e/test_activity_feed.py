@@ -94,5 +94,5 @@ def test_the_activity_feed_shows_what_the_agent_said_and_did(
 
     link.click()
     expect(page.locator("[data-role=agent-summary]")).to_contain_text("I wrote HELLO.md.")
-    expect(page.locator(".diff-file[data-path='HELLO.md']")).to_be_visible()
+    expect(page.locator(".diff-file[data-path='HELLO.md']")).to_be_in_viewport()
     screenshot(page, f"review-agent-summary-{width}")
