@@ -38,3 +38,18 @@ def usage_of(attempt_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
             "requests": row["requests"],
         }
     return found
+
+
+def over_budget(attempt_id: int, budget_usd: Decimal | None, budget_requests: int | None) -> str:
+    """Why the attempt may make no more model requests ("" while it may)."""
+    if budget_usd is None and budget_requests is None:
+        return ""
+    spent = ModelRequest.objects.filter(attempt_id=attempt_id).aggregate(
+        cost=Sum("cost_usd"), requests=Count("id")
+    )
+    cost, requests = spent["cost"] or Decimal(0), spent["requests"]
+    if budget_requests is not None and requests >= budget_requests:
+        return f"{requests} of {budget_requests} model requests made"
+    if budget_usd is not None and cost >= budget_usd:
+        return f"${cost:.4f} of ${budget_usd:.4f} spent"
+    return ""

@@ -19,7 +19,7 @@ from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import providers, usage
+from gateway import ledger, providers, usage
 from gateway.models import Grant, ModelCredential, ModelRequest, hash_token
 from jobs.models import ACTIVE_ATTEMPT_STATUSES, Attempt
 
@@ -134,7 +134,7 @@ def _authorize(request: HttpRequest, provider: providers.Provider) -> tuple[Atte
     if not token:
         raise Refused(401, "No gateway token: give the attempt's token as the API key.")
     grant = (
-        Grant.objects.select_related("attempt__job__team")
+        Grant.objects.select_related("attempt__job__team", "attempt__job__agent")
         .filter(token_hash=hash_token(token))
         .first()
     )
@@ -143,6 +143,12 @@ def _authorize(request: HttpRequest, provider: providers.Provider) -> tuple[Atte
     attempt = grant.attempt
     if attempt.status not in ACTIVE_ATTEMPT_STATUSES:
         raise Refused(401, f"The token's attempt is {attempt.status}; it works only while running.")
+    agent = attempt.job.agent
+    spent = ledger.over_budget(attempt.pk, agent.budget_usd, agent.budget_requests)
+    if spent:
+        # The worker polls this and ends the attempt `failed`, its partial work kept.
+        Attempt.objects.filter(pk=attempt.pk).update(budget_exceeded=spent)
+        raise Refused(403, f"budget exceeded: {spent}")
     credential = ModelCredential.objects.filter(team=attempt.job.team, provider=provider).first()
     if credential is None:
         raise Refused(

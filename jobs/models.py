@@ -135,6 +135,12 @@ class Agent(models.Model):
         choices=[("text", "plain text"), ("claude-stream-json", "Claude Code stream-json")],
         default="text",
     )
+    # Per attempt, what the gateway forwards at most: past either, it refuses and the attempt
+    # ends `failed` with "budget exceeded", its partial work kept. Empty: no limit.
+    budget_usd = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    budget_requests = models.PositiveIntegerField(null=True, blank=True)
     # What the sandbox may reach besides the model gateway, through egress/proxy.py.
     egress = models.CharField(max_length=16, choices=Egress.choices, default=Egress.NONE)
     # For `allowlist`: one `[METHODS] host[:port]` per line, `registries` for the package
@@ -363,6 +369,8 @@ class Attempt(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Set by the gateway when the agent's budget is spent; the worker then stops the attempt.
+    budget_exceeded = models.CharField(max_length=200, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     reason = models.CharField(max_length=500, blank=True)
     progress = models.PositiveSmallIntegerField(null=True, blank=True)

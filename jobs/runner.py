@@ -256,15 +256,28 @@ def _run(
                 )
             if now > next_cancel_check:
                 next_cancel_check = now + CANCEL_POLL_SECONDS
-                if Attempt.objects.filter(pk=attempt_id, cancel_requested=True).exists():
+                cancelled, budget = (
+                    Attempt.objects.filter(pk=attempt_id)
+                    .values_list("cancel_requested", "budget_exceeded")
+                    .get()
+                )
+                if cancelled:
                     proc.kill()
                     return _drained(writer, reading, proc, AttemptStatus.CANCELLED, "cancelled")
+                if budget:
+                    proc.kill()
+                    reason = f"budget exceeded: {budget}"
+                    return _drained(writer, reading, proc, AttemptStatus.FAILED, reason)
     except BaseException:
         proc.kill()
         raise
     exit_code = proc.wait()
     writer.add(*reading.connections())
     writer.flush()
+    # An agent refused by the gateway often exits at once, before the next poll.
+    budget = Attempt.objects.filter(pk=attempt_id).values_list("budget_exceeded", flat=True).get()
+    if budget:
+        return AttemptStatus.FAILED, exit_code, f"budget exceeded: {budget}"
     if exit_code == 0:
         return AttemptStatus.SUCCEEDED, 0, ""
     if proc.oom_killed or writer.memory_error:

@@ -219,6 +219,8 @@ AGENT_FIELDS = [
     "max_processes",
     "egress",
     "egress_allowlist",
+    "budget_usd",
+    "budget_requests",
     "required_approvals",
     "silent_merge",
     "retry_allowed",
@@ -245,6 +247,8 @@ class AgentForm(forms.ModelForm):
             "memory_mb": "Memory (MB)",
             "egress": "Network egress",
             "egress_allowlist": "Egress allowlist",
+            "budget_usd": "Budget per attempt (US$)",
+            "budget_requests": "Budget per attempt (model requests)",
             "required_approvals": "Required approvals (review policy)",
             "silent_merge": "Merge without review when only these paths change",
         }

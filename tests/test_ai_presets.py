@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 
 from gateway.credentials import set_credential
-from jobs.models import Job
+from jobs.models import Agent, Job
 from scripted_model.server import Script, ScriptedModel
 
 pytestmark = pytest.mark.slow
@@ -108,3 +108,48 @@ def test_an_ai_preset_without_its_teams_credential_is_refused_on_submit(api, ali
     assert answer.status_code == 400
     assert answer.json()["field"] == "agent"
     assert "needs a model credential for anthropic" in answer.json()["detail"]
+
+
+LOOP = {
+    "turns": [
+        {
+            "tool": {
+                "name": "Write",
+                "input": {"file_path": "/workspace/loop.md", "content": "again\n"},
+            }
+        }
+    ],
+    "usage": {"input_tokens": 10, "output_tokens": 5},
+}
+
+
+def test_a_budget_stops_a_looping_agent_and_keeps_its_partial_work(
+    api, alice, repo, workers, server
+):
+    looping = ScriptedModel(Script.load(LOOP)).start()
+    try:
+        set_credential("test", repo.team, "anthropic", KEY, base_url=looping.url)
+        preset = Agent.objects.get(team=None, name="claude-code")
+        preset.pk, preset.team, preset.budget_requests = None, repo.team, 3
+        preset.save()  # the team's own claude-code, with a budget
+        submitted = api(alice).post(
+            "/api/v1/jobs", {"repo": "demo", "agent": "claude-code", "prompt": "Loop"}
+        )
+        assert submitted.status_code == 202, submitted.content
+        workers.burst(
+            180,
+            AGENTHUB_SANDBOX="bwrap",
+            AGENTHUB_GATEWAY_URL=f"http://{server.host}:{server.port}",
+        )
+        sent = httpx.get(f"{looping.url}/_scripted/requests").json()["requests"]
+    finally:
+        looping.shutdown()
+        looping.server_close()
+    job = Job.objects.get(public_id=submitted.json()["id"])
+    attempt = job.attempts.get()
+    assert (job.status, attempt.status) == ("failed", "failed")
+    assert attempt.reason == "budget exceeded: 3 of 3 model requests made"
+    assert len(sent) == 3  # the fourth was refused by the gateway, never forwarded
+    assert attempt.partial and [f["path"] for f in attempt.files] == ["loop.md"]
+    usage = api(alice).get(f"/api/v1/jobs/{job.public_id}").json()["attempts"][0]["usage"]
+    assert usage["requests"] == 3
