@@ -1,5 +1,5 @@
-"""Secrets at rest: model credentials (and, later, agent and repository secrets) are stored
-encrypted with Fernet (AES-128-CBC and HMAC-SHA256, from `cryptography`).
+"""Secrets at rest: model credentials and agents' secrets are stored encrypted with Fernet
+(AES-128-CBC and HMAC-SHA256, from `cryptography`).
 
 The key is AGENTHUB_CREDENTIALS_KEY: one or more Fernet keys, comma-separated; the first
 encrypts, all decrypt, so a key is rotated by putting the new one first and re-saving
@@ -9,12 +9,15 @@ from then on; production sets its own and keeps it apart from the database's bac
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.db import models
 
 KEY_FILE = "credentials.key"
 
@@ -64,3 +67,30 @@ def _development_key(path: Path) -> str:
             with os.fdopen(fd, "wb") as out:
                 out.write(key)
     return path.read_text().strip()
+
+
+if TYPE_CHECKING:
+    _Field = models.Field[dict[str, Any], dict[str, Any]]
+else:
+    _Field = models.Field
+
+
+class SealedJSONField(_Field):
+    """A JSON object stored encrypted: the code sees the dict, the database a Fernet token."""
+
+    def get_internal_type(self) -> str:
+        return "TextField"
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
+        return json.loads(decrypt(value)) if value else {}
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, dict) or value is None:
+            return value or {}
+        return json.loads(value) if value else {}
+
+    def get_prep_value(self, value: Any) -> str:
+        return encrypt(json.dumps(value or {}, sort_keys=True))
+
+    def value_to_string(self, obj: Any) -> str:
+        return "(sealed)"  # never into a fixture or a serializer in the clear

@@ -19,6 +19,7 @@ from django.utils.functional import cached_property
 
 from egress.policy import Egress, validate_allowlist
 from gateway.providers import Provider
+from gateway.vault import SealedJSONField
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -156,7 +157,8 @@ class Agent(models.Model):
     retry_allowed = models.BooleanField(default=True, help_text="Retry once when a worker dies.")
     # Report-only agents (pytest, security-scan) never change code: their result is the log.
     report_only = models.BooleanField(default=False)
-    secrets = models.JSONField(default=dict, blank=True, help_text="Env vars, masked in logs.")
+    # Env vars, masked in logs; encrypted at rest and write-only in every UI and API.
+    secrets = SealedJSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

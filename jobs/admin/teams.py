@@ -142,3 +142,4 @@ class AgentAdmin(AuditedAdmin):
     list_filter = ("team", "backend", "report_only")
     search_fields = ("name", "description")
     readonly_fields = ("created_at",)
+    exclude = ("secrets",)  # write-only: set on the team's agent page, never shown
