@@ -114,8 +114,8 @@ REDIS_URL = env_str("REDIS_URL", DEFAULT_REDIS_URL)
 
 # Audit trail: each entry carries an HMAC of the previous entry's and its own content, keyed with
 # this (default: derived from SECRET_KEY). Changing it makes `manage.py verify_audit` fail.
-# Fernet keys (comma-separated, the first encrypts) for model credentials at rest; unset, a key
-# is generated once into the data directory (gateway/vault.py).
+# Fernet keys (comma-separated, the first encrypts) for model credentials and agents' secrets
+# at rest; unset, derived from SECRET_KEY (gateway/vault.py).
 AGENTHUB_CREDENTIALS_KEY = env_str("AGENTHUB_CREDENTIALS_KEY")
 AGENTHUB_AUDIT_KEY = env_str("AGENTHUB_AUDIT_KEY") or f"audit:{SECRET_KEY}"
 # Retention: events (logs) of attempts finished longer ago than this are deleted, and attempt

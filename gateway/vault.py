@@ -4,22 +4,21 @@
 The key is AGENTHUB_CREDENTIALS_KEY: one or more Fernet keys, comma-separated; the first
 encrypts, all decrypt, so a key is rotated by putting the new one first and re-saving
 (`manage.py set_model_credential` re-encrypts what it writes). With none set — development,
-`make run`, the tests — a key is generated once into the data directory (mode 0600) and used
-from then on; production sets its own and keeps it apart from the database's backups."""
+`make run`, the tests — the key is derived from SECRET_KEY, so the web server and every worker
+sharing the settings read the same secrets wherever their data directories are; production
+sets its own and keeps it apart from the database's backups."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-import os
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
-
-KEY_FILE = "credentials.key"
 
 
 class Undecryptable(Exception):
@@ -44,7 +43,8 @@ def decrypt(sealed: str) -> str:
 def _keys() -> MultiFernet:
     configured = [k.strip() for k in settings.AGENTHUB_CREDENTIALS_KEY.split(",") if k.strip()]
     if not configured:
-        configured = [_development_key(Path(settings.AGENTHUB_DATA_DIR) / KEY_FILE)]
+        derived = hashlib.sha256(f"agenthub-credentials:{settings.SECRET_KEY}".encode()).digest()
+        configured = [base64.urlsafe_b64encode(derived).decode()]
     try:
         return MultiFernet([Fernet(key) for key in configured])
     except ValueError:
@@ -53,20 +53,6 @@ def _keys() -> MultiFernet:
             "comma-separated; make one with: python -c 'from cryptography.fernet import Fernet; "
             "print(Fernet.generate_key().decode())'"
         ) from None
-
-
-def _development_key(path: Path) -> str:
-    """The data directory's own key, made on first use; a concurrent maker's key wins."""
-    if not path.exists():
-        key = Fernet.generate_key()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(key)
-    return path.read_text().strip()
 
 
 if TYPE_CHECKING:
