@@ -29,6 +29,7 @@ from ninja.utils import check_csrf
 
 from hooks import services as hook_services
 from jobs import access, ratelimit, schemas, services, tokens
+from jobs.api_agents import router as agents_router
 from jobs.errors import BadInput, Forbidden, NotFound, ServiceError, TooLarge, Unauthorized
 from jobs.group_commit import GroupCommit
 from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Job, JobStatus
@@ -535,3 +536,7 @@ def create_token(request: ApiRequest, data: schemas.TokenIn) -> Any:
 )
 def revoke_token(request: ApiRequest, token_id: int) -> Any:
     return tokens.as_dict(tokens.revoke(request.auth, token_id))
+
+
+# The team's agents (jobs/api_agents.py).
+api.add_router("/teams", agents_router)

@@ -241,3 +241,36 @@ class TokenOut(Schema):
 
 class TokenCreated(TokenOut):
     key: str = Field(description="The secret; shown only in this response")
+
+
+class AgentOut(Schema):
+    name: str
+    preset: bool = Field(
+        description="A built-in preset (every team has it) rather than the team's own"
+    )
+    description: str
+    command: str = Field(description="The bash script run in the sandbox")
+    provider: str = Field(
+        description="The model provider whose team credential it uses; empty: none"
+    )
+    model: str
+    output_format: str = Field(description="How its output is read into activity events")
+    backend: str
+    image: str
+    timeout_seconds: int
+    cpus: float
+    memory_mb: int
+    max_processes: int
+    egress: str = Field(description="none, allowlist or open")
+    egress_allowlist: str
+    budget_usd: float | None = Field(description="Per attempt; null: no limit")
+    budget_requests: int | None = Field(description="Model requests per attempt; null: no limit")
+    required_approvals: int
+    silent_merge: str
+    retry_allowed: bool
+    report_only: bool
+    secrets: list[str] = Field(description="The names of its secrets; the values are write-only")
+
+
+class AgentList(Schema):
+    agents: list[AgentOut]

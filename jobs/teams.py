@@ -211,6 +211,9 @@ AGENT_FIELDS = [
     "name",
     "description",
     "command",
+    "provider",
+    "model",
+    "output_format",
     "backend",
     "image",
     "timeout_seconds",
@@ -249,6 +252,8 @@ class AgentForm(forms.ModelForm):
             "egress_allowlist": "Egress allowlist",
             "budget_usd": "Budget per attempt (US$)",
             "budget_requests": "Budget per attempt (model requests)",
+            "provider": "Model provider",
+            "output_format": "Output read as",
             "required_approvals": "Required approvals (review policy)",
             "silent_merge": "Merge without review when only these paths change",
         }
@@ -258,6 +263,9 @@ class AgentForm(forms.ModelForm):
             "image": "Docker image for the docker backend; empty: the server's sandbox image.",
             "required_approvals": "How many reviewers must approve a result before it merges.",
             "report_only": "The agent never changes code; its log is the result.",
+            "provider": "For an AI agent: whose model it calls, through AgentHub's gateway with "
+            "the team's credential for that provider (the key never enters the sandbox).",
+            "model": "The model it asks for; the command gets it as $AGENTHUB_MODEL.",
             "egress": "What the sandbox may reach, through AgentHub's proxy: nothing, the "
             "allowlist below, or any public address. Every connection is an event.",
             "egress_allowlist": "One `[METHODS] host[:port]` per line, e.g. pypi.org, "

@@ -3,6 +3,8 @@ contract's table, and describing what the API really answers."""
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 import pytest
@@ -83,7 +85,7 @@ def test_every_api_url_is_in_the_document(document):
         if isinstance(p, URLResolver) and str(p.pattern) == "api/v1/"
     )
     routes = {
-        "/api/v1/" + str(p.pattern).replace("<id>", "{id}").replace("<token_id>", "{token_id}")
+        "/api/v1/" + re.sub(r"<(\w+)>", r"{\1}", str(p.pattern))
         for p in api.url_patterns
         if isinstance(p, URLPattern) and p.name not in ("openapi-json", "api-root")
     }
