@@ -4,7 +4,6 @@ contract's table, and describing what the API really answers."""
 from __future__ import annotations
 
 import re
-
 from typing import Any
 
 import pytest
