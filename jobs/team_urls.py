@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, path
 
+from gateway import team_views as credentials
 from hooks import views as hooks
 from jobs import teams
 
@@ -28,6 +29,12 @@ urlpatterns: list[URLPattern] = [
     path(T + "agents/new", teams.agent_edit, name="team-agent-new"),
     path(T + "agents/<str:name>/", teams.agent_edit, name="team-agent"),
     path(T + "agents/<str:name>/delete", teams.agent_delete, name="team-agent-delete"),
+    path(T + "credentials", credentials.credential_set, name="team-credential-set"),
+    path(
+        T + "credentials/<str:provider>/delete",
+        credentials.credential_delete,
+        name="team-credential-delete",
+    ),
     path(T + "webhooks/add", hooks.hook_add, name="team-hook-add"),
     path(T + "webhooks/<int:pk>/", hooks.hook_edit, name="team-hook"),
     path(

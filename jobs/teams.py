@@ -29,6 +29,8 @@ from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_http_methods, require_POST
 
+from gateway.forms import CredentialForm
+from gateway.models import ModelCredential
 from hooks import services as hooks
 from hooks.forms import WebhookForm
 from jobs import access, services, workspace
@@ -494,6 +496,8 @@ def _manage_page(request: HttpRequest, team: Team, **forms_: forms.BaseForm) -> 
         "settings_form": TeamSettingsForm(instance=team),
         "hooks": hooks.team_hooks(team),
         "hook_form": WebhookForm(),
+        "credentials": ModelCredential.objects.filter(team=team).order_by("provider"),
+        "credential_form": CredentialForm(),
         **forms_,
     }
     return render(request, "teams/manage.html", context)
