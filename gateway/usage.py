@@ -4,13 +4,20 @@ Gemini generateContent / streamGenerateContent.
 
 For Anthropic's stream the input tokens come from `message_start` and the output tokens from the
 last `message_delta`, whose count is cumulative; Gemini repeats cumulative `usageMetadata` in
-its chunks, so the last one counts; OpenAI's streams report usage once, at the end."""
+its chunks, so the last one counts; OpenAI's streams report usage once, at the end.
+
+The meter also says when the response is `complete` (a stream's closing event, or a whole
+body's last byte), so the gateway can record the usage before the agent reads that last chunk:
+an agent that moves on at once must find its request already counted."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from typing import Any
+
+# The closing event of an Anthropic or Responses stream; Gemini's last chunk has a finishReason.
+ENDS = ("message_stop", "response.completed", "response.failed", "response.incomplete")
 
 
 @dataclass
@@ -36,17 +43,23 @@ def model_of(path: str, body: dict[str, Any]) -> str:
 class Meter:
     """Fed the response body as it passes through; `usage` once it has all gone by."""
 
-    def __init__(self) -> None:
+    def __init__(self, length: int | None = None) -> None:
         self.usage = Usage()
+        self.complete = False
+        self._length = length  # a whole body's Content-Length
+        self._received = 0
         self._buffer = b""
         self._whole = bytearray()
 
     def feed(self, chunk: bytes) -> None:
         self._whole += chunk if len(self._whole) < 16 * 2**20 else b""
+        self._received += len(chunk)
         self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             self._line(line.strip())
+        if self._length is not None and self._received >= self._length:
+            self.complete = True
 
     def finish(self) -> Usage:
         if self._buffer.strip():
@@ -62,16 +75,24 @@ class Meter:
     def _line(self, line: bytes) -> None:
         if not line.startswith(b"data:"):
             return
+        payload = line[5:].strip()
+        if payload == b"[DONE]":  # Chat Completions' end of stream
+            self.complete = True
+            return
         try:
-            data = json.loads(line[5:].strip())
+            data = json.loads(payload)
         except ValueError:
-            return  # "[DONE]" and the like
+            return
         if isinstance(data, dict):
             self._read(data)
 
     def _read(self, data: dict[str, Any]) -> None:
         usage = self.usage
         kind = data.get("type")
+        if kind in ENDS or any(
+            isinstance(c, dict) and c.get("finishReason") for c in data.get("candidates") or []
+        ):
+            self.complete = True
         if kind == "message_start":  # Anthropic, streamed
             _anthropic_input(usage, data.get("message", {}).get("usage") or {})
         elif kind == "message_delta":

@@ -102,24 +102,21 @@ async def forward(request: HttpRequest, provider: str, path: str) -> HttpRespons
     counting = usage.is_counting(path)
 
     async def relay() -> AsyncIterator[bytes]:
-        meter = usage.Meter()
+        length = upstream.headers.get("content-length")
+        meter = usage.Meter(int(length) if length and length.isdigit() else None)
+        recorded = counting
         try:
             async for chunk in upstream.aiter_raw():
                 meter.feed(chunk)
+                if meter.complete and not recorded:
+                    recorded = True
+                    await _record(record, meter, started)
                 yield chunk
         finally:
             await upstream.aclose()
             await client.aclose()
-            if not counting:
-                found = meter.finish()
-                record.input_tokens = found.input_tokens
-                record.output_tokens = found.output_tokens
-                record.cache_tokens = found.cache_tokens
-                record.cost_usd = providers.cost(
-                    record.model, found.input_tokens, found.output_tokens, found.cache_tokens
-                )
-                record.seconds = time.monotonic() - started
-                await database_sync_to_async(record.save)()
+            if not recorded:
+                await _record(record, meter, started)
 
     response = StreamingHttpResponse(relay(), status=upstream.status_code)
     for name in PASSED_BACK:
@@ -127,6 +124,18 @@ async def forward(request: HttpRequest, provider: str, path: str) -> HttpRespons
             response[name] = upstream.headers[name]
     response["Cache-Control"] = "no-cache"
     return response
+
+
+async def _record(record: ModelRequest, meter: usage.Meter, started: float) -> None:
+    found = meter.finish()
+    record.input_tokens = found.input_tokens
+    record.output_tokens = found.output_tokens
+    record.cache_tokens = found.cache_tokens
+    record.cost_usd = providers.cost(
+        record.model, found.input_tokens, found.output_tokens, found.cache_tokens
+    )
+    record.seconds = time.monotonic() - started
+    await database_sync_to_async(record.save)()
 
 
 def _authorize(request: HttpRequest, provider: providers.Provider) -> tuple[Attempt, Any]:

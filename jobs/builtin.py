@@ -59,6 +59,86 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "memory_mb": 4096,
         "timeout_seconds": 3600,
     },
+    "codex": {
+        "description": "OpenAI's Codex CLI, headless, through AgentHub's model gateway.",
+        "command": (
+            # The gateway as a custom model provider (Codex ignores OPENAI_BASE_URL and speaks
+            # only the Responses API); no plugin sync or analytics. Its stdin must be closed.
+            'export CODEX_HOME="$HOME/.codex" TMPDIR="$HOME"\n'
+            'mkdir -p "$CODEX_HOME"\n'
+            'codex exec --json --ephemeral --skip-git-repo-check -m "$AGENTHUB_MODEL" \\\n'
+            "  --disable plugins -c analytics.enabled=false \\\n"
+            "  --dangerously-bypass-approvals-and-sandbox \\\n"
+            "  -c model_provider=agenthub -c model_providers.agenthub.name=AgentHub \\\n"
+            '  -c "model_providers.agenthub.base_url=\\"$AGENTHUB_GATEWAY_URL/openai/v1\\"" \\\n'
+            "  -c model_providers.agenthub.env_key=AGENTHUB_MODEL_TOKEN \\\n"
+            "  -c model_providers.agenthub.wire_api=responses \\\n"
+            '  "$(cat "$AGENTHUB_PROMPT_FILE")" < /dev/null\n'
+        ),
+        "prompt_format": "text",
+        "provider": "openai",
+        "model": "gpt-5.5",
+        "output_format": "codex-json",
+        "memory_mb": 4096,
+        "timeout_seconds": 3600,
+    },
+    "gemini-cli": {
+        "description": "Google's Gemini CLI, headless, through AgentHub's model gateway.",
+        "command": (
+            # API-key auth (with a base URL set, headless refuses any other) and no usage
+            # statistics; the workspace trusted so yolo is not downgraded.
+            'export GOOGLE_GEMINI_BASE_URL="$AGENTHUB_GATEWAY_URL/google"\n'
+            'export GEMINI_API_KEY="$AGENTHUB_MODEL_TOKEN"\n'
+            "export GEMINI_CLI_TRUST_WORKSPACE=true GEMINI_CLI_NO_RELAUNCH=true\n"
+            # WebAssembly's guard regions reserve more address space than a sandbox's limit.
+            'export NODE_OPTIONS="--disable-wasm-trap-handler"\n'
+            'export TMPDIR="$HOME"\n'
+            'mkdir -p "$HOME/.gemini"\n'
+            'printf \'%s\' \'{"security": {"auth": {"selectedType": "gemini-api-key"}}, '
+            '"privacy": {"usageStatisticsEnabled": false}}\' > "$HOME/.gemini/settings.json"\n'
+            'gemini -m "$AGENTHUB_MODEL" -p "$(cat "$AGENTHUB_PROMPT_FILE")" \\\n'
+            "  --output-format stream-json --approval-mode yolo < /dev/null\n"
+        ),
+        "prompt_format": "text",
+        "provider": "google",
+        "model": "gemini-2.5-pro",
+        "output_format": "gemini-stream-json",
+        "memory_mb": 4096,
+        "timeout_seconds": 3600,
+    },
+    "aider": {
+        "description": "aider, headless, through AgentHub's model gateway (Chat Completions).",
+        "command": (
+            # Its model metadata (also where it would cache the price list it otherwise
+            # downloads) and LiteLLM's bundled price list, so nothing is fetched; its history
+            # and tag cache kept out of the result.
+            'export OPENAI_API_KEY="$AGENTHUB_MODEL_TOKEN" LITELLM_LOCAL_MODEL_COST_MAP=True\n'
+            'meta="$HOME/.aider/caches/model_prices_and_context_window.json"\n'
+            'mkdir -p "$(dirname "$meta")"\n'
+            'printf \'{"openai/%s": {"max_input_tokens": 128000, "max_output_tokens": 16384, '
+            '"input_cost_per_token": 0, "output_cost_per_token": 0, '
+            '"litellm_provider": "openai", "mode": "chat"}}\' "$AGENTHUB_MODEL" > "$meta"\n'
+            'aider --model "openai/$AGENTHUB_MODEL" --weak-model "openai/$AGENTHUB_MODEL" \\\n'
+            '  --openai-api-base "$AGENTHUB_GATEWAY_URL/openai/v1" \\\n'
+            '  --message-file "$AGENTHUB_PROMPT_FILE" --yes-always --no-auto-commits \\\n'
+            "  --no-check-update --analytics-disable --no-show-release-notes \\\n"
+            "  --no-show-model-warnings --no-gitignore --no-pretty --no-fancy-input \\\n"
+            "  --no-stream \\\n"
+            '  --model-metadata-file "$meta" --edit-format diff \\\n'
+            '  --chat-history-file "$HOME/aider.chat.md" \\\n'
+            '  --input-history-file "$HOME/aider.input" \\\n'
+            "  < /dev/null\n"
+            "status=$?\n"
+            "rm -rf .aider.tags.cache.v*\n"
+            "exit $status\n"
+        ),
+        "prompt_format": "text",
+        "provider": "openai",
+        "model": "gpt-4.1",
+        "output_format": "aider-text",
+        "memory_mb": 4096,
+        "timeout_seconds": 3600,
+    },
     "security-scan": {
         "description": "Scans the code with bandit; a report, never a change.",
         "command": (

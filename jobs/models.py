@@ -99,6 +99,17 @@ class PromptFormat(models.TextChoices):
     TEXT = "text", "text (a review is added as plain text)"
 
 
+class OutputFormat(models.TextChoices):
+    """How an agent's output is read into activity events (jobs/activity.py READERS)."""
+
+    TEXT = "text", "plain text"
+    CLAUDE_STREAM_JSON = "claude-stream-json", "Claude Code stream-json"
+    CODEX_JSON = "codex-json", "Codex exec --json"
+    GEMINI_STREAM_JSON = "gemini-stream-json", "Gemini CLI stream-json"
+    AIDER_TEXT = "aider-text", "aider's text"
+    OPENHANDS_JSON = "openhands-json", "OpenHands events"
+
+
 class Agent(models.Model):
     # A null team makes the agent available to every team (the built-in presets).
     team = models.ForeignKey(Team, models.CASCADE, null=True, blank=True, related_name="agents")
@@ -133,8 +144,8 @@ class Agent(models.Model):
     # How its output is read into activity events beside the log (jobs/activity.py).
     output_format = models.CharField(
         max_length=32,
-        choices=[("text", "plain text"), ("claude-stream-json", "Claude Code stream-json")],
-        default="text",
+        choices=OutputFormat.choices,
+        default=OutputFormat.TEXT,
     )
     # Per attempt, what the gateway forwards at most: past either, it refuses and the attempt
     # ends `failed` with "budget exceeded", its partial work kept. Empty: no limit.

@@ -120,7 +120,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
             return
         tool_files = {**tool_files, **found}
-        tool_env = {**tool_env, "PATH": f"{toolchain.BIN}:{tool_env.get('PATH', DEFAULT_PATH)}"}
+        tool_env = {**tool_env, "PATH": f"{toolchain.PATH}:{tool_env.get('PATH', DEFAULT_PATH)}"}
         model_env = {
             "AGENTHUB_MODEL_TOKEN": Grant.issue(attempt),
             "AGENTHUB_MODEL": agent.model,

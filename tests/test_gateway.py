@@ -261,6 +261,34 @@ def test_the_meter_reads_each_wire_formats_usage(chunks, expected):
     assert (found.input_tokens, found.output_tokens, found.cache_tokens) == expected
 
 
+@pytest.mark.parametrize(
+    ("chunks", "length"),
+    [
+        ([b'data: {"type": "message_delta"}\n\n', b'data: {"type": "message_stop"}\n\n'], None),
+        (
+            [b'data: {"type": "response.created"}\n\n', b'data: {"type": "response.completed"}\n'],
+            None,
+        ),
+        ([b'data: {"choices": []}\n\n', b"data: [DONE]\n\n"], None),
+        (
+            [
+                b'data: {"candidates": [{}]}\n\n',
+                b'data: {"candidates": [{"finishReason": "STOP"}]}\n',
+            ],
+            None,
+        ),
+        ([b'{"object": "response", ', b'"usage": {}}'], 30),
+    ],
+)
+def test_the_meter_knows_when_a_response_is_complete(chunks, length):
+    """So the gateway records the usage before the agent reads the last chunk and moves on."""
+    meter = usage.Meter(length)
+    meter.feed(chunks[0])
+    assert not meter.complete
+    meter.feed(chunks[1])
+    assert meter.complete
+
+
 def test_prices_come_from_one_table():
     assert providers.cost("claude-sonnet-4-5", 1_000_000, 0, 0) == Decimal("3")
     assert providers.cost("my-local-model", 10**9, 10**9, 0) == Decimal(0)

@@ -5,6 +5,10 @@ that every attempt of either backend gets read-only at /opt/agenthub/toolchain.
 checkout and the data directory (AGENTHUB_TOOLCHAIN_DIR, by default the user's cache), one
 subdirectory per set of pins, so any `make run` finds it and a change of pins builds anew
 while the old one is reused when the pins come back. Nothing is downloaded at run time.
+
+Inside: `node_modules/.bin` (the npm CLIs and Node itself: Gemini CLI needs Node >= 20, more
+than Debian 12 has), `python/` (the PyPI CLIs, for the sandbox's own Python) and `bin/` (a
+launcher for each of those). Both directories of launchers go on the attempt's PATH.
 """
 
 from __future__ import annotations
@@ -21,9 +25,20 @@ from pathlib import Path
 from django.conf import settings
 
 INSIDE = "/opt/agenthub/toolchain"
-BIN = f"{INSIDE}/node_modules/.bin"
+PATH = f"{INSIDE}/bin:{INSIDE}/node_modules/.bin"
 # npm packages, exact versions (../shared/AGENT-CLIS.md has what each needs to run headless).
-NPM = {"@anthropic-ai/claude-code": "2.1.337"}
+NPM = {
+    "@anthropic-ai/claude-code": "2.1.337",
+    "@openai/codex": "0.171.0",
+    "@google/gemini-cli": "0.61.0",
+    "node": "22.23.3",  # Node's own binary, from npm
+}
+# PyPI packages for the sandbox's Python (Debian 12's /usr/bin/python3 on either backend), each
+# with the module its launcher runs.
+SANDBOX_PYTHON = "3.11"
+PYPI = {"aider-chat": "0.86.2"}
+LAUNCHERS = {"aider": "aider"}
+VERSIONS = {**NPM, **PYPI}
 
 
 class Missing(Exception):
@@ -31,56 +46,96 @@ class Missing(Exception):
 
 
 def key() -> str:
-    return hashlib.sha256(json.dumps(NPM, sort_keys=True).encode()).hexdigest()[:12]
+    pins = {"npm": NPM, "pypi": PYPI, "python": SANDBOX_PYTHON, "launchers": LAUNCHERS}
+    return hashlib.sha256(json.dumps(pins, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def directory() -> Path:
     return Path(settings.AGENTHUB_TOOLCHAIN_DIR) / key()
 
 
+def _built(path: Path) -> bool:
+    return (path / "node_modules" / ".bin").is_dir() and (path / "bin").is_dir()
+
+
 def mounts() -> tuple[dict[str, Path], dict[str, str]]:
     """The directory to bind read-only and the versions for the card; Missing if not built."""
     found = directory()
-    if not (found / "node_modules" / ".bin").is_dir():
+    if not _built(found):
         raise Missing(
             f"the AI presets' toolchain is not built ({found}): run `make agent-images` once"
         )
-    return {INSIDE: found}, dict(NPM)
+    return {INSIDE: found}, dict(VERSIONS)
 
 
 def build() -> Path:
-    """Install the pins (about 10 s and 410 MB for Claude Code); reused when present."""
+    """Install the pins (about a minute and 1.7 GB); reused when present."""
     target = directory()
-    if (target / "node_modules" / ".bin").is_dir():
+    if _built(target):
         print(f"toolchain {target} is built already (reused)")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
-        packages = [f"{name}@{version}" for name, version in NPM.items()]
-        subprocess.run(
-            [
-                "npm",
-                "install",
-                "--prefix",
-                str(work),
-                "--no-audit",
-                "--no-fund",
-                "--no-save",
-                "--loglevel=error",
-                *packages,
-            ],
-            check=True,
-            env={**os.environ, "npm_config_update_notifier": "false"},
-        )
+        _npm(work)
+        _pypi(work)
         # The sandbox's uid is "others" to these files.
         subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
         work.chmod(0o755)
         work.rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"toolchain built: {target} ({', '.join(f'{n} {v}' for n, v in NPM.items())})")
+    print(f"toolchain built: {target} ({', '.join(f'{n} {v}' for n, v in VERSIONS.items())})")
     return target
+
+
+def _npm(work: Path) -> None:
+    packages = [f"{name}@{version}" for name, version in NPM.items()]
+    subprocess.run(
+        [
+            "npm",
+            "install",
+            "--prefix",
+            str(work),
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            "--loglevel=error",
+            *packages,
+        ],
+        check=True,
+        env={**os.environ, "npm_config_update_notifier": "false"},
+    )
+
+
+def _pypi(work: Path) -> None:
+    """Wheels for the sandbox's Python, not the host's: installed into a plain directory that
+    the launchers put on PYTHONPATH (alone, so the host tools' packages cannot shadow them)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(work / "python"),
+            "--python-version",
+            SANDBOX_PYTHON,
+            "--only-binary=:all:",
+            "--no-warn-conflicts",  # it would compare with the host venv's packages
+            *(f"{name}=={version}" for name, version in PYPI.items()),
+        ],
+        check=True,
+    )
+    (work / "bin").mkdir()
+    for command, module in LAUNCHERS.items():
+        launcher = work / "bin" / command
+        launcher.write_text(
+            f'#!/bin/sh\nPYTHONPATH={INSIDE}/python exec python3 -m {module} "$@"\n'
+        )
+        launcher.chmod(0o755)
 
 
 if __name__ == "__main__":
