@@ -109,6 +109,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         "title": args.title,
         "attempts": args.attempts,
         "priority": args.priority,
+        "model": args.model,
     }
     created = client.json("POST", "/jobs", body=body)
     public_id = str(created["id"])

@@ -103,6 +103,7 @@ def _submit_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--title")
     sub.add_argument("--attempts", type=int, help="parallel attempts (1-5)")
     sub.add_argument("--priority", type=int, help="-10..10, higher runs first")
+    sub.add_argument("--model", help="an AI agent's model for this job, not the agent's own")
     sub.add_argument("--file", metavar="PATH", help="read the instruction from a file")
     sub.add_argument("--wait", action="store_true", help="then wait like `agenthub wait`")
     sub.add_argument(

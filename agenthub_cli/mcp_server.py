@@ -49,13 +49,18 @@ def build_server(client: Client) -> MCPServer:
 
     @server.tool()
     def submit_job(
-        repo: str, agent: str, prompt: str, title: str | None = None, base_ref: str | None = None
+        repo: str,
+        agent: str,
+        prompt: str,
+        title: str | None = None,
+        base_ref: str | None = None,
+        model: str | None = None,
     ) -> dict[str, Any]:
         """Submit a task to an agent on a repository (both by name). Returns at once with the
         job's `id` and `status`; the agent works in its own sandboxed checkout of `base_ref`
-        (default: the repository's default branch)."""
+        (default: the repository's default branch). `model` overrides an AI agent's model."""
         body = {"repo": repo, "agent": agent, "prompt": prompt, "title": title}
-        return call("POST", "/jobs", body={**body, "base_ref": base_ref})
+        return call("POST", "/jobs", body={**body, "base_ref": base_ref, "model": model})
 
     @server.tool()
     def job_status(job_id: str) -> dict[str, Any]:

@@ -310,6 +310,8 @@ class Job(models.Model):
     )
     attempts_requested = models.PositiveSmallIntegerField(default=1)
     callback_url = models.URLField(blank=True)
+    # For an AI agent: the model this job asks for instead of the agent's own; empty: the agent's.
+    model = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
     merge_commit = models.CharField(max_length=64, blank=True)
     conflicts = models.JSONField(default=list, blank=True)

@@ -123,7 +123,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         tool_env = {**tool_env, "PATH": f"{toolchain.PATH}:{tool_env.get('PATH', DEFAULT_PATH)}"}
         model_env = {
             "AGENTHUB_MODEL_TOKEN": Grant.issue(attempt),
-            "AGENTHUB_MODEL": agent.model,
+            "AGENTHUB_MODEL": job.model or agent.model,
         }
     door = wiring.open_door(agent) if agent.provider or agent.egress != Egress.NONE else None
     spec = SandboxSpec(
@@ -164,7 +164,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         "uid": spec.uid,
         **({"image": image, "image_id": built_from} if built_from else {}),
         **(
-            {"provider": agent.provider, "model": agent.model, "versions": versions}
+            {"provider": agent.provider, "model": job.model or agent.model, "versions": versions}
             if agent.provider
             else {}
         ),

@@ -36,6 +36,9 @@ class SubmitIn(Schema):
     attempts: int = Field(1, ge=1, le=MAX_ATTEMPTS, strict=True)
     priority: int = Field(0, ge=-10, le=10, strict=True)
     callback_url: str = Field("", description="POSTed to when the job needs review or ends")
+    model: str = Field(
+        "", max_length=200, description="For an AI agent: the model to ask for, not its own"
+    )
 
 
 class Accepted(Schema):

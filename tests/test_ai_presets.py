@@ -13,6 +13,7 @@ import httpx
 import pytest
 from django.conf import settings
 
+from gateway import usage
 from gateway.credentials import set_credential
 from jobs.models import Agent, Job
 from jobs.sandbox import toolchain
@@ -36,6 +37,7 @@ class Preset:
     header: tuple[str, str]
     activity: list[str]
     first_call: dict[str, Any]
+    model: str = ""  # the job's own, instead of the preset's
 
     @property
     def requests(self) -> int:
@@ -86,6 +88,7 @@ PRESETS = {
         ("x-goog-api-key", KEY),
         ["tool_call", "tool_result", "message", "usage"],
         {"tool": "write_file", "input": "HELLO.md", "path": "HELLO.md"},
+        model="gemini-2.5-flash",
     ),
     "aider": Preset(
         "openai",
@@ -113,9 +116,8 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     model = ScriptedModel(Script.load({"turns": preset.turns, "usage": USAGE})).start()
     try:
         set_credential("test", repo.team, preset.provider, KEY, base_url=model.url)
-        submitted = api(alice).post(
-            "/api/v1/jobs", {"repo": "demo", "agent": name, "prompt": "Write HELLO.md"}
-        )
+        asked = {"repo": "demo", "agent": name, "prompt": "Write HELLO.md", "model": preset.model}
+        submitted = api(alice).post("/api/v1/jobs", asked)
         assert submitted.status_code == 202, submitted.content
         public_id = submitted.json()["id"]
         workers.burst(
@@ -139,15 +141,18 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     header, value = preset.header
     assert len(sent) == preset.requests
     assert all(r["headers"][header] == value for r in sent)
+    model = preset.model or Agent.objects.get(team=None, name=name).model
+    assert {usage.model_of(r["path"].lstrip("/"), r["body"]) for r in sent} == {model}
+    assert attempt.card["model"] == model
     assert KEY not in texts and KEY not in attempt.patch
     assert KEY not in json.dumps(attempt.card)
 
     # Usage, as the scripted server reported it, in the API; no outside traffic was tried.
     detail = api(alice).get(f"/api/v1/jobs/{public_id}").json()
-    usage = detail["attempts"][0]["usage"]
-    assert usage["input_tokens"] == USAGE["input_tokens"] * preset.requests
-    assert usage["output_tokens"] == USAGE["output_tokens"] * preset.requests
-    assert usage["requests"] == preset.requests
+    used = detail["attempts"][0]["usage"]
+    assert used["input_tokens"] == USAGE["input_tokens"] * preset.requests
+    assert used["output_tokens"] == USAGE["output_tokens"] * preset.requests
+    assert used["requests"] == preset.requests
     assert not attempt.events.filter(kind="egress").exists(), texts[-3000:]
     assert attempt.card["versions"] == toolchain.VERSIONS
 
@@ -172,6 +177,33 @@ def test_an_ai_preset_without_its_teams_credential_is_refused_on_submit(api, ali
     assert answer.status_code == 400
     assert answer.json()["field"] == "agent"
     assert "needs a model credential for anthropic" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("agent", "model", "detail"),
+    [
+        ("shell", "gpt-5.5", "Agent shell uses no model"),
+        ("claude-code", "claude; rm -rf /", "is not a model name"),
+        ("claude-code", "x" * 201, "at most 200"),
+    ],
+)
+def test_a_jobs_model_is_checked_on_submit(api, alice, repo, agent, model, detail):
+    set_credential("test", repo.team, "anthropic", KEY)
+    answer = api(alice).post(
+        "/api/v1/jobs", {"repo": "demo", "agent": agent, "prompt": "Go", "model": model}
+    )
+    assert answer.status_code in (400, 422), answer.content
+    assert detail in answer.content.decode()
+
+
+def test_a_job_may_ask_for_another_model(api, alice, repo):
+    set_credential("test", repo.team, "openai", KEY)
+    answer = api(alice).post(
+        "/api/v1/jobs",
+        {"repo": "demo", "agent": "codex", "prompt": "Go", "model": "llama3.1:8b-instruct"},
+    )
+    assert answer.status_code == 202, answer.content
+    assert Job.objects.get(public_id=answer.json()["id"]).model == "llama3.1:8b-instruct"
 
 
 LOOP = {
@@ -215,5 +247,5 @@ def test_a_budget_stops_a_looping_agent_and_keeps_its_partial_work(
     assert attempt.reason == "budget exceeded: 3 of 3 model requests made"
     assert len(sent) == 3  # the fourth was refused by the gateway, never forwarded
     assert attempt.partial and [f["path"] for f in attempt.files] == ["loop.md"]
-    usage = api(alice).get(f"/api/v1/jobs/{job.public_id}").json()["attempts"][0]["usage"]
-    assert usage["requests"] == 3
+    used = api(alice).get(f"/api/v1/jobs/{job.public_id}").json()["attempts"][0]["usage"]
+    assert used["requests"] == 3

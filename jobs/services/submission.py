@@ -8,6 +8,7 @@ the database's one writer, its locks and the publishing are paid once per group,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from jobs.services.repositories import resolve_ref
 from jobs.validation import check_http_url
 
 MAX_ATTEMPTS = 5
+# Provider model ids, Ollama tags and Hugging Face names: "gpt-5.5", "llama3.1:8b", "org/Model".
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Submission:
     attempts: int = 1
     priority: int = 0
     callback_url: str = ""
+    model: str = ""
 
 
 def submit_job(user: Any, **fields: Any) -> Job:
@@ -134,6 +138,7 @@ def _prepare(submission: Submission, lookups: _Lookups) -> Job:
         lookups.check_credential(repository.team, chosen)
     _check_numbers(submission.prompt, submission.attempts, submission.priority)
     _check_callback(submission.callback_url)
+    _check_model(submission.model, chosen)
     ref = submission.base_ref or repository.default_branch
     found = lookups.ref(repository, ref)
     return Job(
@@ -149,6 +154,7 @@ def _prepare(submission: Submission, lookups: _Lookups) -> Job:
         priority=submission.priority,
         attempts_requested=submission.attempts,
         callback_url=submission.callback_url,
+        model=submission.model,
     )
 
 
@@ -224,6 +230,20 @@ def _check_numbers(prompt: str, attempts: int, priority: int) -> None:
         )
     if not -10 <= priority <= 10:
         raise BadInput(f"priority must be from -10 to 10, not {priority}.", field="priority")
+
+
+def _check_model(model: str, agent: Agent) -> None:
+    if not model:
+        return
+    if not agent.provider:
+        raise BadInput(
+            f"Agent {agent.name} uses no model, so a job of it cannot choose one.", field="model"
+        )
+    if not MODEL_NAME.fullmatch(model):
+        raise BadInput(
+            f"{model[:80]!r} is not a model name: letters, digits and . _ : / @ + -, at most 200.",
+            field="model",
+        )
 
 
 def _check_callback(url: str) -> None:
