@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from gateway.ledger import usage_of
 from jobs import access, services
 from jobs.errors import Conflict, ServiceError
 from jobs.forms import ReviewForm, SubmitForm
@@ -106,11 +107,19 @@ def job_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
             "job": job,
             "attempts": attempts,
             "attempt": attempt,
+            "usage": _usage(job, attempt),
             "can_cancel": access.can_cancel(request.user, job)
             and job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
             "can_rerun": job.status not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED),
         },
     )
+
+
+def _usage(job: Job, attempt: Attempt | None) -> dict[str, Any] | None:
+    """What an AI agent's attempt used, as the gateway counted it."""
+    if attempt is None or not job.agent.provider:
+        return None
+    return usage_of([attempt.pk])[attempt.pk]
 
 
 def _chosen_attempt(request: HtmxHttpRequest, attempts: list[Attempt]) -> Attempt | None:
@@ -194,6 +203,7 @@ def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
         "job": job,
         "attempts": attempts,
         "attempt": attempt,
+        "usage": _usage(job, attempt),
         "reviews": job.reviews_qs().order_by("created_at").prefetch_related("line_comments"),
         "approvals": services.approvals(attempt) if attempt and attempt.diff_hash else 0,
         "why_not_review": _why_not_review(request.user, job, member, attempt),

@@ -306,10 +306,9 @@ function activityFeed(feed) {
         feed.append(result);
       }
     } else if (event.kind === "usage") {
-      const d = event.data || {};
-      const text = `${d.turns} turns · ${d.input_tokens} tokens in, ${d.output_tokens} out · $${Number(d.cost_usd || 0).toFixed(4)}`;
-      feed.append(el("p", "act act-usage", text));
-      if (usageLine) usageLine.textContent = text;
+      // What the CLI counted; the line above keeps the gateway's count once it has one.
+      feed.append(el("p", "act act-usage", event.text));
+      if (usageLine && !usageLine.textContent.trim()) usageLine.textContent = event.text;
     }
   };
 }

@@ -4,10 +4,13 @@ agent's text shown as text, never markup; and its closing message on the review 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from playwright.sync_api import expect
 
 from gateway.credentials import set_credential
+from gateway.models import ModelRequest
 from jobs import services
 from jobs.events import Draft, append_events
 from jobs.models import Attempt, AttemptStatus
@@ -44,9 +47,18 @@ def claude_code_job(alice, repo) -> str:
             Draft("tool_call", "Bash ls", data={"tool": "Bash", "input": "ls", "command": "ls"}),
             Draft("tool_result", "ls: cannot open", data={"ok": False}),
             Draft("message", "I wrote HELLO.md."),
-            Draft("usage", "2 turns", data=USAGE),
+            Draft("usage", "2 turns, 2400 tokens in, 690 out", data=USAGE),
         ],
     )
+    for _ in range(2):  # what the gateway counted
+        ModelRequest.objects.create(
+            attempt_id=attempt.pk,
+            provider="anthropic",
+            path="/v1/messages",
+            input_tokens=1200,
+            output_tokens=345,
+            cost_usd=Decimal("0.0088"),
+        )
     files = [{"path": "HELLO.md", "old_path": None, "status": "added", "added": 1, "deleted": 0}]
     Attempt.objects.filter(pk=attempt.pk).update(
         result_commit=job.base_commit, diff_hash="a" * 64, files=files
@@ -85,7 +97,10 @@ def test_the_activity_feed_shows_what_the_agent_said_and_did(
     expect(result).to_be_hidden()
     calls.first.locator("summary").click()
     expect(result).to_have_text("File created successfully")
-    expect(page.locator("[data-role=usage-line]")).to_contain_text("2 turns · 2400 tokens in")
+    expect(feed.locator(".act-usage")).to_have_text("2 turns, 2400 tokens in, 690 out")
+    expect(page.locator("[data-role=usage-line]")).to_have_text(
+        "2 model requests · 2400 tokens in, 690 out · $0.0176"
+    )
     # The raw log keeps the raw output, and only it.
     expect(page.locator("#log")).to_contain_text('{"type":"system","subtype":"init"}')
     expect(page.locator("#log")).not_to_contain_text(SAID)
