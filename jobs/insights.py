@@ -13,9 +13,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
+from decimal import Decimal
 
-from django.db.models import Min, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet, Sum
 
+from gateway.models import ModelRequest
 from jobs.models import Attempt, Decision, Job, JobStatus, Review, Team
 
 # Jobs that got as far as a reviewer's eyes; merged ones count too (a silent merge passed the
@@ -188,6 +190,9 @@ def agent_label(name: str, team: str | None) -> str:
     return f"{name} ({team})" if team else name
 
 
+AGENT_KEYS = ("attempt__job__agent__name", "attempt__job__agent__team__name")
+
+
 def _jobs(period: Period, tz: tzinfo, team: Team | None) -> QuerySet[Job]:
     start, end = period.bounds(tz)
     jobs = Job.objects.filter(created_at__gte=start, created_at__lt=end)
@@ -241,6 +246,52 @@ def merges(period: Period, tz: tzinfo, team: Team | None) -> MergeRate:
     reviewed = Review.objects.values("attempt__job")
     jobs = _jobs(period, tz, team).filter(Q(status__in=REVIEWED_STATUSES) | Q(pk__in=reviewed))
     return merge_rate(jobs.values_list("status", flat=True).iterator())
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What an agent's or a team's model requests cost, as the gateway counted them."""
+
+    label: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+    @property
+    def cost_text(self) -> str:
+        return money(self.cost_usd)
+
+
+def money(amount: Decimal) -> str:
+    return f"${amount:.4f}" if amount < 1 else f"${amount:,.2f}"
+
+
+def spend(period: Period, tz: tzinfo, team: Team | None, *, by_team: bool) -> list[Spend]:
+    """Per agent (or per team), over the model requests of attempts created in the period,
+    the costliest first."""
+    keys = ("attempt__job__team__name",) if by_team else AGENT_KEYS
+    rows = (
+        ModelRequest.objects.filter(attempt__in=_attempts(period, tz, team))
+        .values(*keys)
+        .annotate(
+            requests=Count("id"),
+            input=Sum("input_tokens"),
+            output=Sum("output_tokens"),
+            cost=Sum("cost_usd"),
+        )
+    )
+    found = [
+        Spend(
+            row[keys[0]] if by_team else agent_label(row[keys[0]], row[keys[1]]),
+            row["requests"],
+            row["input"] or 0,
+            row["output"] or 0,
+            row["cost"] or Decimal(0),
+        )
+        for row in rows
+    ]
+    return sorted(found, key=lambda s: (-s.cost_usd, -s.requests, s.label))
 
 
 # --- charts ------------------------------------------------------------------------------------
@@ -399,6 +450,28 @@ def timing_chart(spreads: list[tuple[str, Spread]], width: int = 620) -> TimingC
     return TimingChart(width, 12 + max(len(spreads), 1) * row_height, left, rows)
 
 
+def spend_chart(spends: list[Spend], width: int = 620) -> TimingChart:
+    """One horizontal bar per agent or team, its cost, on a shared scale."""
+    left, right, bar, row_height = 170, 80, 14, 24
+    highest = max((s.cost_usd for s in spends), default=Decimal(0)) or Decimal(1)
+    scale = (width - left - right) / float(highest)
+    rows = []
+    for index, item in enumerate(spends):
+        y = 6 + index * row_height
+        length = max(round(float(item.cost_usd) * scale, 2), 1 if item.cost_usd else 0)
+        short = item.label if len(item.label) <= 22 else item.label[:21] + "…"
+        rows.append(
+            TimingRow(
+                short,
+                item.label,
+                y + bar / 2,
+                [Rect(left, y, length, bar, "cost", float(item.cost_usd))],
+                [Label(left + length + 4, y + bar - 2, item.cost_text)],
+            )
+        )
+    return TimingChart(width, 12 + max(len(spends), 1) * row_height, left, rows)
+
+
 def share_bar(outcomes: list[tuple[str, int]], width: int = 460, height: int = 28) -> list[Rect]:
     """One bar split in proportion to each outcome's count."""
     total = sum(count for _, count in outcomes)
@@ -426,6 +499,10 @@ class Insights:
     approvals: Spread
     merges: MergeRate
     merge_bar: list[Rect]
+    agent_spend: list[Spend]
+    team_spend: list[Spend]
+    agent_spend_chart: TimingChart
+    team_spend_chart: TimingChart
 
 
 def build(period: Period, tz: tzinfo, team: Team | None) -> Insights:
@@ -434,6 +511,8 @@ def build(period: Period, tz: tzinfo, team: Team | None) -> Insights:
     agents = times_per_agent(period, tz, team)
     merged = merges(period, tz, team)
     totals = sum(buckets.values(), Counter())
+    agent_spend = spend(period, tz, team, by_team=False)
+    team_spend = spend(period, tz, team, by_team=True)
     return Insights(
         period=period,
         team=team,
@@ -450,4 +529,8 @@ def build(period: Period, tz: tzinfo, team: Team | None) -> Insights:
         approvals=approval_turnaround(period, tz, team),
         merges=merged,
         merge_bar=share_bar(merged.outcomes),
+        agent_spend=agent_spend,
+        team_spend=team_spend,
+        agent_spend_chart=spend_chart(agent_spend),
+        team_spend_chart=spend_chart(team_spend),
     )

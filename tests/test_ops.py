@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import django_rq
@@ -15,6 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 from rq.worker import Worker
 
+from gateway.models import ModelRequest
 from jobs import insights, services
 from jobs.insights import Period, Spread
 from jobs.models import Agent, Attempt, AttemptStatus, Job, JobStatus, Repository, Review
@@ -407,6 +409,47 @@ def test_insights_page_draws_one_bar_group_per_day_and_escapes_agent_names(clien
     assert 'style="' not in page  # the CSP would block it
     assert '<span class="figure">44%</span>' in page  # 4 of 9 merged
     assert '<span class="figure">4 / 9</span>' in page
+
+
+def _requests(attempt, *costs):
+    for cost in costs:
+        ModelRequest.objects.create(
+            attempt=attempt,
+            provider="openai",
+            path="/v1/responses",
+            input_tokens=100,
+            output_tokens=10,
+            cost_usd=Decimal(cost),
+        )
+
+
+def test_insights_show_model_spend_per_agent_and_team(client, staff, history, other_team):
+    _requests(history[("alpha", 0)], "0.50", "0.25")
+    _requests(history[("beta", 1)], "0.0125")
+    acme = Attempt.objects.get(job__team=other_team)
+    _requests(acme, "2")
+    period = Period(date(2024, 5, 5), date(2024, 5, 8))
+    report = insights.build(period, ZoneInfo("UTC"), None)
+    assert [(s.label, s.requests, s.input_tokens, s.cost_text) for s in report.agent_spend] == [
+        ("alpha (acme)", 1, 100, "$2.00"),
+        ("alpha (demo)", 2, 200, "$0.7500"),
+        ("beta (demo)", 1, 100, "$0.0125"),
+    ]
+    assert [(s.label, s.cost_usd) for s in report.team_spend] == [
+        ("acme", Decimal(2)),
+        ("demo", Decimal("0.7625")),
+    ]
+    bars = [row.bars[0].width for row in report.agent_spend_chart.rows]
+    assert bars[0] > bars[1] > bars[2] > 0  # one scale, the costliest longest
+    # A team's own page counts its own agents only.
+    team_only = insights.build(period, ZoneInfo("UTC"), history[("alpha", 0)].job.team)
+    assert [s.label for s in team_only.team_spend] == ["demo"]
+
+    client.force_login(staff)
+    page = client.get("/insights/", {"from": "2024-05-01", "to": "2024-05-10"}).content.decode()
+    table = page[page.index('data-role="spend"') :].split("</table>")[0]
+    assert "<td>alpha (acme)</td><td>1</td><td>100</td><td>10</td><td>$2.00</td>" in table
+    assert 'aria-label="Model cost per team"' in page
 
 
 def test_insights_default_to_the_last_30_days(client, staff):
