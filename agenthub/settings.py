@@ -69,6 +69,14 @@ AGENTHUB_TOOLCHAIN_DIR = env_path(
 AGENTHUB_MODEL_SCRIPT = env_str("AGENTHUB_MODEL_SCRIPT")
 # Where workers reach the model gateway for their sandboxes (the web server; `make run`'s own).
 AGENTHUB_GATEWAY_URL = env_str("AGENTHUB_GATEWAY_URL") or f"http://127.0.0.1:{AGENTHUB_PORT}"
+# The certificates a sandbox with a door (egress or a model) trusts for HTTPS, bound read-only
+# and named by SSL_CERT_FILE and its kin: the host's bundle, or yours (a corporate TLS proxy's
+# CA added); empty for none. Not a file: said at start.
+AGENTHUB_CA_BUNDLE = env_str("AGENTHUB_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+if AGENTHUB_CA_BUNDLE and not Path(AGENTHUB_CA_BUNDLE).is_file():
+    if "AGENTHUB_CA_BUNDLE" in os.environ:
+        raise ImproperlyConfigured(f"AGENTHUB_CA_BUNDLE={AGENTHUB_CA_BUNDLE} is not a file")
+    AGENTHUB_CA_BUNDLE = ""  # a host without Debian's bundle: none by default
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
 # How many processes uvicorn serves with (daphne serves with one): two answered 20 concurrent
 # clients about a third sooner than one on a 2-core machine (`make bench`, README).

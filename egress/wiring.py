@@ -28,6 +28,17 @@ ENV = {
     # The model gateway, for the AI presets' base URLs: /gateway/<provider>.
     "AGENTHUB_GATEWAY_URL": f"http://127.0.0.1:{GATEWAY_PORT}/gateway",
 }
+# AGENTHUB_CA_BUNDLE inside, and the variables by which OpenSSL, Python's requests, curl, Node,
+# git and pip find it.
+CA_BUNDLE = f"{INSIDE}/ca-certificates.crt"
+CA_VARIABLES = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+)
 
 
 def open_door(agent: Any) -> Door:
@@ -43,11 +54,19 @@ def open_door(agent: Any) -> Door:
 
 
 def files(door: Door) -> dict[str, Path]:
+    bundle = settings.AGENTHUB_CA_BUNDLE
     return {
         f"{INSIDE}/proxy.sock": door.proxy_socket,
         f"{INSIDE}/gateway.sock": door.gateway_socket,
         f"{INSIDE}/bridge.py": BRIDGE,
+        **({CA_BUNDLE: Path(bundle)} if bundle else {}),
     }
+
+
+def environment() -> dict[str, str]:
+    """What points the sandbox's programs at its door, and at the certificates it trusts."""
+    bundle = settings.AGENTHUB_CA_BUNDLE
+    return {**ENV, **({name: CA_BUNDLE for name in CA_VARIABLES} if bundle else {})}
 
 
 def prologue() -> str:

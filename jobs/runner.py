@@ -136,7 +136,7 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             "AGENTHUB_PROMPT_FILE": PROMPT_PATH,
             **({"AGENTHUB_REVIEW_FILE": REVIEW_PATH} if REVIEW_PATH in inputs else {}),
             **tool_env,
-            **(wiring.ENV if door else {}),
+            **(wiring.environment() if door else {}),
             **model_env,
             **agent.secrets,
         },

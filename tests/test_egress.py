@@ -4,10 +4,13 @@ as `egress` events."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import ipaddress
+import os
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -162,7 +165,9 @@ def test_the_gateway_socket_serves_the_gateway_and_nothing_else(door):
 # --- a real job, each backend ----------------------------------------------------------------
 
 PROBE = """python3 - <<'EOF'
-import urllib.request
+import hashlib, os, urllib.request
+with open(os.environ["SSL_CERT_FILE"], "rb") as bundle:
+    print("CA", hashlib.sha256(bundle.read()).hexdigest())
 for url in ("http://127.0.0.2:{allowed}/inside", "http://127.0.0.3:{other}/inside"):
     try:
         print("GOT", urllib.request.urlopen(url, timeout=20).read().decode())
@@ -175,7 +180,7 @@ EOF
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", [pytest.param("docker", marks=pytest.mark.docker), "bwrap"])
 def test_a_job_reaches_its_allowlisted_host_only_and_both_tries_are_events(
-    api, alice, repo, workers, hosts, backend
+    api, alice, repo, workers, hosts, backend, tmp_path
 ):
     if backend == "docker":
         found = subprocess.run(
@@ -197,10 +202,15 @@ def test_a_job_reaches_its_allowlisted_host_only_and_both_tries_are_events(
         {"repo": "demo", "agent": agent.name, "prompt": PROBE.format(allowed=allowed, other=other)},
     )
     assert response.status_code == 202, response.content
-    workers.burst(120)
+    # The sandbox trusts the certificates it is given: the host's, or a corporate proxy's.
+    bundle = tmp_path / "corporate.pem"
+    bundle.write_bytes(Path(settings.AGENTHUB_CA_BUNDLE).read_bytes() + b"# our proxy's CA\n")
+    bundle.chmod(0o644)
+    workers.burst(120, AGENTHUB_CA_BUNDLE=str(bundle))
     job = Job.objects.get(public_id=response.json()["id"])
     attempt = job.attempts.get()
     log = "\n".join(attempt.events.filter(kind="log").values_list("text", flat=True))
+    assert f"CA {hashlib.sha256(bundle.read_bytes()).hexdigest()}" in log, log
     assert "GOT hello from 127.0.0.2 /inside" in log, (attempt.status, attempt.reason, log)
     assert f"FAILED http://127.0.0.3:{other}/inside" in log, log
     egress = [e.data for e in attempt.events.filter(kind="egress").order_by("seq")]
@@ -216,3 +226,19 @@ def test_a_job_reaches_its_allowlisted_host_only_and_both_tries_are_events(
     ]
     assert attempt.card["egress"] == "allowlist"
     assert attempt.card["egress_allowlist"] == [f"127.0.0.2:{allowed}"]
+
+
+def test_a_ca_bundle_that_is_not_a_file_is_named_at_start(tmp_path):
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "agenthub.settings",
+            "AGENTHUB_CA_BUNDLE": str(tmp_path / "missing.pem"),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert f"AGENTHUB_CA_BUNDLE={tmp_path / 'missing.pem'} is not a file" in started.stderr
