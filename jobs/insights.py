@@ -270,7 +270,7 @@ def money(amount: Decimal) -> str:
 def spend(period: Period, tz: tzinfo, team: Team | None, *, by_team: bool) -> list[Spend]:
     """Per agent (or per team), over the model requests of attempts created in the period,
     the costliest first."""
-    keys = ("attempt__job__team__name",) if by_team else AGENT_KEYS
+    keys: tuple[str, ...] = ("attempt__job__team__name",) if by_team else AGENT_KEYS
     rows = (
         ModelRequest.objects.filter(attempt__in=_attempts(period, tz, team))
         .values(*keys)
