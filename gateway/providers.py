@@ -48,6 +48,8 @@ PRICES: dict[str, Price] = {
     "claude-opus-4": Price(Decimal("15"), Decimal("75"), Decimal("1.5")),
     "claude-sonnet-4": Price(Decimal("3"), Decimal("15"), Decimal("0.3")),
     "claude-haiku-4": Price(Decimal("1"), Decimal("5"), Decimal("0.1")),
+    "gpt-4.1-mini": Price(Decimal("0.4"), Decimal("1.6"), Decimal("0.1")),
+    "gpt-4.1": Price(Decimal("2"), Decimal("8"), Decimal("0.5")),
     "gpt-5-mini": Price(Decimal("0.25"), Decimal("2"), Decimal("0.025")),
     "gpt-5": Price(Decimal("1.25"), Decimal("10"), Decimal("0.125")),
     "gemini-2.5-pro": Price(Decimal("1.25"), Decimal("10"), Decimal("0.31")),

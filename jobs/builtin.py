@@ -44,7 +44,7 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "command": (
             # The gateway is the base URL and the attempt's token the key: the team's real key
             # never enters the sandbox. No telemetry, update checks or other outside traffic.
-            'export ANTHROPIC_BASE_URL="$AGENTHUB_GATEWAY_URL/anthropic"\n'
+            'export ANTHROPIC_BASE_URL="$AGENTHUB_MODEL_URL"\n'
             'export ANTHROPIC_API_KEY="$AGENTHUB_MODEL_TOKEN"\n'
             "export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1\n"
             'export TMPDIR="$HOME"\n'
@@ -70,7 +70,7 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
             "  --disable plugins -c analytics.enabled=false \\\n"
             "  --dangerously-bypass-approvals-and-sandbox \\\n"
             "  -c model_provider=agenthub -c model_providers.agenthub.name=AgentHub \\\n"
-            '  -c "model_providers.agenthub.base_url=\\"$AGENTHUB_GATEWAY_URL/openai/v1\\"" \\\n'
+            '  -c "model_providers.agenthub.base_url=\\"$AGENTHUB_MODEL_URL/v1\\"" \\\n'
             "  -c model_providers.agenthub.env_key=AGENTHUB_MODEL_TOKEN \\\n"
             "  -c model_providers.agenthub.wire_api=responses \\\n"
             '  "$(cat "$AGENTHUB_PROMPT_FILE")" < /dev/null\n'
@@ -87,7 +87,7 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "command": (
             # API-key auth (with a base URL set, headless refuses any other) and no usage
             # statistics; the workspace trusted so yolo is not downgraded.
-            'export GOOGLE_GEMINI_BASE_URL="$AGENTHUB_GATEWAY_URL/google"\n'
+            'export GOOGLE_GEMINI_BASE_URL="$AGENTHUB_MODEL_URL"\n'
             'export GEMINI_API_KEY="$AGENTHUB_MODEL_TOKEN"\n'
             "export GEMINI_CLI_TRUST_WORKSPACE=true GEMINI_CLI_NO_RELAUNCH=true\n"
             # WebAssembly's guard regions reserve more address space than a sandbox's limit.
@@ -119,7 +119,7 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
             '"input_cost_per_token": 0, "output_cost_per_token": 0, '
             '"litellm_provider": "openai", "mode": "chat"}}\' "$AGENTHUB_MODEL" > "$meta"\n'
             'aider --model "openai/$AGENTHUB_MODEL" --weak-model "openai/$AGENTHUB_MODEL" \\\n'
-            '  --openai-api-base "$AGENTHUB_GATEWAY_URL/openai/v1" \\\n'
+            '  --openai-api-base "$AGENTHUB_MODEL_URL/v1" \\\n'
             '  --message-file "$AGENTHUB_PROMPT_FILE" --yes-always --no-auto-commits \\\n'
             "  --no-check-update --analytics-disable --no-show-release-notes \\\n"
             "  --no-show-model-warnings --no-gitignore --no-pretty --no-fancy-input \\\n"

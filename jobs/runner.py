@@ -124,6 +124,9 @@ def _execute(attempt_id: int, workdir: Path) -> None:
         model_env = {
             "AGENTHUB_MODEL_TOKEN": Grant.issue(attempt),
             "AGENTHUB_MODEL": job.model or agent.model,
+            # The gateway's door for the agent's provider: a preset whose agent is switched to
+            # another provider (say openai-compatible) follows it.
+            "AGENTHUB_MODEL_URL": f"{wiring.ENV['AGENTHUB_GATEWAY_URL']}/{agent.provider}",
         }
     door = wiring.open_door(agent) if agent.provider or agent.egress != Egress.NONE else None
     spec = SandboxSpec(

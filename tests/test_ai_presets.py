@@ -38,6 +38,7 @@ class Preset:
     activity: list[str]
     first_call: dict[str, Any]
     model: str = ""  # the job's own, instead of the preset's
+    copy_of: str = ""  # a team's agent made from this preset, with `provider` instead
 
     @property
     def requests(self) -> int:
@@ -97,6 +98,16 @@ PRESETS = {
         ["tool_call", "tool_result"],
         {"tool": "edit", "input": "HELLO.md", "path": "HELLO.md"},
     ),
+    # A self-hosted model (vLLM, Ollama): the team's aider, switched to its own provider.
+    "aider-self-hosted": Preset(
+        "openai-compatible",
+        [{"text": EDIT_BLOCK}],
+        ("authorization", f"Bearer {KEY}"),
+        ["tool_call", "tool_result"],
+        {"tool": "edit", "input": "HELLO.md", "path": "HELLO.md"},
+        model="llama3.1:8b",
+        copy_of="aider",
+    ),
 }
 
 
@@ -116,6 +127,15 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     model = ScriptedModel(Script.load({"turns": preset.turns, "usage": USAGE})).start()
     try:
         set_credential("test", repo.team, preset.provider, KEY, base_url=model.url)
+        if preset.copy_of:
+            agent = Agent.objects.get(team=None, name=preset.copy_of)
+            agent.pk, agent.team, agent.name, agent.provider = (
+                None,
+                repo.team,
+                name,
+                preset.provider,
+            )
+            agent.save()
         asked = {"repo": "demo", "agent": name, "prompt": "Write HELLO.md", "model": preset.model}
         submitted = api(alice).post("/api/v1/jobs", asked)
         assert submitted.status_code == 202, submitted.content
@@ -142,6 +162,7 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     assert len(sent) == preset.requests
     assert all(r["headers"][header] == value for r in sent)
     model = preset.model or Agent.objects.get(team=None, name=name).model
+    assert not [r["path"] for r in sent if "/v1/v1/" in r["path"]]  # the base URL joined once
     assert {usage.model_of(r["path"].lstrip("/"), r["body"]) for r in sent} == {model}
     assert attempt.card["model"] == model
     assert KEY not in texts and KEY not in attempt.patch

@@ -3,6 +3,12 @@
 from django.db import migrations, models
 
 
+def install_presets(apps, schema_editor):
+    from jobs.builtin import install
+
+    install(apps.get_model("jobs", "Agent"))
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -15,4 +21,5 @@ class Migration(migrations.Migration):
             name='model',
             field=models.CharField(blank=True, max_length=200),
         ),
+        migrations.RunPython(install_presets, migrations.RunPython.noop),
     ]
