@@ -3,9 +3,12 @@ script instead of thinking, so the real agent CLIs can be run with no provider r
 
 A script is JSON: `{"turns": [turn, ...], "usage": {"input_tokens": n, "output_tokens": n,
 "cache_tokens": n}}`, where a turn is `{"tool": {"name": ..., "input": {...}}}` (ask the agent
-to call one of its tools) or `{"text": "..."}` (answer and end). Which turn a request gets is
-the number of tool results its conversation already holds, so each run of the agent walks
-the script from the start. Every response reports the script's usage.
+to call one of its tools) or `{"text": "..."}` (answer and end). Each CLI has its own tools, so
+`tool` may also be a list of calls: the first one the request offers is made; a turn with both
+`tool` and `text` answers with the text when the request offers none of them (aider offers no
+tools; it edits through the text). So one script can drive every preset. Which turn a request
+gets is the number of tool results its conversation already holds, so each run of the agent
+walks the script from the start. Every response reports the script's usage.
 
 Wire formats: Anthropic Messages (`POST /v1/messages`), OpenAI Responses (`POST /v1/responses`)
 and Chat Completions (`POST /v1/chat/completions`), Gemini (`POST /v1beta/models/<m>:
@@ -38,15 +41,49 @@ class Script:
         if not isinstance(turns, list) or not turns:
             raise ValueError("a script needs a non-empty list of turns")
         for n, turn in enumerate(turns, 1):
-            if not (isinstance(turn, dict) and ("tool" in turn) != ("text" in turn)):
-                raise ValueError(f"turn {n} must have either `tool` or `text`")
+            if not (isinstance(turn, dict) and ("tool" in turn or "text" in turn)):
+                raise ValueError(f"turn {n} must have `tool`, `text` or both")
+            calls = _calls(turn)
+            if "tool" in turn and not (
+                calls and all(isinstance(c.get("name"), str) for c in calls)
+            ):
+                raise ValueError(f"turn {n}: `tool` must be a call or a list of calls, each named")
         return cls(turns, {k: int(v) for k, v in (data.get("usage") or {}).items()})
 
-    def turn(self, done: int) -> dict[str, Any]:
-        return self.turns[min(done, len(self.turns) - 1)]
+    def turn(self, done: int, offered: set[str]) -> dict[str, Any]:
+        """`{"tool": call}` or `{"text": ...}`: what to answer a request that offers these
+        tools, with `done` tool results in its conversation."""
+        turn = self.turns[min(done, len(self.turns) - 1)]
+        calls = _calls(turn)
+        for call in calls:
+            if call["name"] in offered:
+                return {"tool": call}
+        if "text" in turn:
+            return {"text": turn["text"]}
+        return {"tool": calls[0]}
 
     def count(self, name: str) -> int:
         return self.usage.get(name, 0)
+
+
+def _calls(turn: dict[str, Any]) -> list[dict[str, Any]]:
+    calls = turn.get("tool")
+    if isinstance(calls, dict):
+        return [calls]
+    return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+
+def _offered(body: dict[str, Any]) -> set[str]:
+    """The tool names a request offers, in any of the wire formats."""
+    names = set()
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        names.add(tool.get("name"))  # Anthropic, Responses
+        names.add((tool.get("function") or {}).get("name"))  # Chat Completions
+        for declared in tool.get("functionDeclarations") or []:  # Gemini
+            names.add(declared.get("name") if isinstance(declared, dict) else None)
+    return {name for name in names if isinstance(name, str)}
 
 
 class ScriptedModel(ThreadingHTTPServer):
@@ -116,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
             for block in message["content"]
             if isinstance(block, dict) and block.get("type") == "tool_result"
         )
-        turn, script = self.server.script.turn(done), self.server.script
+        turn, script = self.server.script.turn(done, _offered(body)), self.server.script
         if "tool" in turn:
             block = {
                 "type": "tool_use",
@@ -181,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, body: dict[str, Any]) -> None:
         done = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
-        turn, script = self.server.script.turn(done), self.server.script
+        turn, script = self.server.script.turn(done, _offered(body)), self.server.script
         if "tool" in turn:
             call = {
                 "id": f"call_{done:04d}",
@@ -233,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
             for item in (given if isinstance(given, list) else [])
             if isinstance(item, dict) and item.get("type") == "function_call_output"
         )
-        turn, script = self.server.script.turn(done), self.server.script
+        turn, script = self.server.script.turn(done, _offered(body)), self.server.script
         if "tool" in turn:
             item: dict[str, Any] = {
                 "type": "function_call",
@@ -292,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
             for part in content.get("parts", [])
             if isinstance(part, dict) and "functionResponse" in part
         )
-        turn, script = self.server.script.turn(done), self.server.script
+        turn, script = self.server.script.turn(done, _offered(body)), self.server.script
         if "tool" in turn:
             part = {
                 "functionCall": {

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from django.conf import settings
 
+import scripted_model
 from gateway import usage
 from gateway.credentials import set_credential
 from jobs.models import Agent, Job
@@ -23,52 +25,42 @@ pytestmark = pytest.mark.slow
 
 KEY = "sk-the-teams-real-key-4242"
 CONTENT = "hello from the scripted model"
-USAGE = {"input_tokens": 1200, "output_tokens": 345, "cache_tokens": 100}
-EDIT_BLOCK = f"HELLO.md\n```\n<<<<<<< SEARCH\n=======\n{CONTENT}\n>>>>>>> REPLACE\n```\n"
+# The example script of the README: one script drives every preset, each through its own tool.
+SCRIPT = json.loads((Path(scripted_model.__file__).parent / "hello.json").read_text())
+USAGE = SCRIPT["usage"]
 
 
 @dataclass
 class Preset:
-    """What the scripted model plays for one preset (each CLI's own file tool), the header the
-    gateway must put the team's key in, and the activity its run must show."""
+    """What the gateway must put the team's key in for one preset, how many model requests its
+    run makes, and the activity its run must show."""
 
     provider: str
-    turns: list[dict[str, Any]]
     header: tuple[str, str]
+    requests: int
     activity: list[str]
     first_call: dict[str, Any]
     model: str = ""  # the job's own, instead of the preset's
     copy_of: str = ""  # a team's agent made from this preset, with `provider` instead
 
-    @property
-    def requests(self) -> int:
-        return len(self.turns)
 
-
+TALKS = ["tool_call", "tool_result", "message", "usage"]
+EDITS = ["tool_call", "tool_result"]
+BEARER = ("authorization", f"Bearer {KEY}")
+WROTE = {"tool": "edit", "input": "HELLO.md", "path": "HELLO.md"}
 PRESETS = {
     "claude-code": Preset(
         "anthropic",
-        [
-            {
-                "tool": {
-                    "name": "Write",
-                    "input": {"file_path": "/workspace/HELLO.md", "content": CONTENT + "\n"},
-                }
-            },
-            {"text": "I wrote HELLO.md."},
-        ],
         ("x-api-key", KEY),
-        ["tool_call", "tool_result", "message", "usage"],
+        2,
+        TALKS,
         {"tool": "Write", "input": "/workspace/HELLO.md", "path": "HELLO.md"},
     ),
     "codex": Preset(
         "openai",
-        [
-            {"tool": {"name": "exec_command", "input": {"cmd": f"echo '{CONTENT}' > HELLO.md"}}},
-            {"text": "I wrote HELLO.md."},
-        ],
-        ("authorization", f"Bearer {KEY}"),
-        ["tool_call", "tool_result", "message", "usage"],
+        BEARER,
+        2,
+        TALKS,
         {
             "tool": "shell",
             "input": f"echo '{CONTENT}' > HELLO.md",
@@ -77,36 +69,16 @@ PRESETS = {
     ),
     "gemini-cli": Preset(
         "google",
-        [
-            {
-                "tool": {
-                    "name": "write_file",
-                    "input": {"file_path": "HELLO.md", "content": CONTENT + "\n"},
-                }
-            },
-            {"text": "I wrote HELLO.md."},
-        ],
         ("x-goog-api-key", KEY),
-        ["tool_call", "tool_result", "message", "usage"],
+        2,
+        TALKS,
         {"tool": "write_file", "input": "HELLO.md", "path": "HELLO.md"},
         model="gemini-2.5-flash",
     ),
-    "aider": Preset(
-        "openai",
-        [{"text": EDIT_BLOCK}],
-        ("authorization", f"Bearer {KEY}"),
-        ["tool_call", "tool_result"],
-        {"tool": "edit", "input": "HELLO.md", "path": "HELLO.md"},
-    ),
+    "aider": Preset("openai", BEARER, 1, EDITS, WROTE),
     # A self-hosted model (vLLM, Ollama): the team's aider, switched to its own provider.
     "aider-self-hosted": Preset(
-        "openai-compatible",
-        [{"text": EDIT_BLOCK}],
-        ("authorization", f"Bearer {KEY}"),
-        ["tool_call", "tool_result"],
-        {"tool": "edit", "input": "HELLO.md", "path": "HELLO.md"},
-        model="llama3.1:8b",
-        copy_of="aider",
+        "openai-compatible", BEARER, 1, EDITS, WROTE, model="llama3.1:8b", copy_of="aider"
     ),
 }
 
@@ -124,7 +96,7 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
             check=False,
         )
         assert found.returncode == 0, "no sandbox image: make sandbox-image"
-    model = ScriptedModel(Script.load({"turns": preset.turns, "usage": USAGE})).start()
+    model = ScriptedModel(Script.load(SCRIPT)).start()
     try:
         set_credential("test", repo.team, preset.provider, KEY, base_url=model.url)
         if preset.copy_of:
