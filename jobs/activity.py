@@ -63,10 +63,11 @@ class Activity:
 
     def usage(self, counted: dict[str, Any]) -> Draft:
         self.final.update(counted)
-        turns = f"{counted['turns']} turns, " if counted.get("turns") else ""
+        turns = counted.get("turns") or 0
+        said = f"{turns} turn{'s' if turns != 1 else ''}, " if turns else ""
         return Draft(
             "usage",
-            f"{turns}{counted['input_tokens']} tokens in, {counted['output_tokens']} out",
+            f"{said}{counted['input_tokens']} tokens in, {counted['output_tokens']} out",
             data=counted,
         )
 

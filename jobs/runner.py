@@ -115,11 +115,12 @@ def _execute(attempt_id: int, workdir: Path) -> None:
     versions: dict[str, str] = {}
     if agent.provider:
         try:
-            found, versions = toolchain.mounts()
+            found = toolchain.mounts()
         except toolchain.Missing as exc:
             services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
             return
         tool_files = {**tool_files, **found}
+        versions = toolchain.versions_for(agent.command)
         tool_env = {**tool_env, "PATH": f"{toolchain.PATH}:{tool_env.get('PATH', DEFAULT_PATH)}"}
         model_env = {
             "AGENTHUB_MODEL_TOKEN": Grant.issue(attempt),

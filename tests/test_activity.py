@@ -142,7 +142,7 @@ def test_codex_json_becomes_shell_calls_patches_messages_and_usage():
         ("tool_call", "apply_patch /workspace/src/app.py"),
         ("tool_result", ""),
         ("message", "I wrote HELLO.md."),
-        ("usage", "1 turns, 2400 tokens in, 690 out"),
+        ("usage", "1 turn, 2400 tokens in, 690 out"),
     ]
     assert drafts[0].data["command"] == "printf 'hello\\n' > HELLO.md"
     assert drafts[1].data == {"ok": True}

@@ -18,7 +18,6 @@ import scripted_model
 from gateway import usage
 from gateway.credentials import set_credential
 from jobs.models import Agent, Job
-from jobs.sandbox import toolchain
 from scripted_model.server import Script, ScriptedModel
 
 pytestmark = pytest.mark.slow
@@ -40,6 +39,7 @@ class Preset:
     requests: int
     activity: list[str]
     first_call: dict[str, Any]
+    versions: dict[str, str]  # on the card: what its command runs
     model: str = ""  # the job's own, instead of the preset's
     copy_of: str = ""  # a team's agent made from this preset, with `provider` instead
 
@@ -48,6 +48,7 @@ TALKS = ["tool_call", "tool_result", "message", "usage"]
 EDITS = ["tool_call", "tool_result"]
 BEARER = ("authorization", f"Bearer {KEY}")
 WROTE = {"tool": "edit", "input": "HELLO.md", "path": "HELLO.md"}
+AIDER = {"aider-chat": "0.86.2"}
 PRESETS = {
     "claude-code": Preset(
         "anthropic",
@@ -55,6 +56,7 @@ PRESETS = {
         2,
         TALKS,
         {"tool": "Write", "input": "/workspace/HELLO.md", "path": "HELLO.md"},
+        {"@anthropic-ai/claude-code": "2.1.337"},
     ),
     "codex": Preset(
         "openai",
@@ -66,6 +68,7 @@ PRESETS = {
             "input": f"echo '{CONTENT}' > HELLO.md",
             "command": f"echo '{CONTENT}' > HELLO.md",
         },
+        {"@openai/codex": "0.171.0", "node": "22.23.3"},
     ),
     "gemini-cli": Preset(
         "google",
@@ -73,12 +76,13 @@ PRESETS = {
         2,
         TALKS,
         {"tool": "write_file", "input": "HELLO.md", "path": "HELLO.md"},
+        {"@google/gemini-cli": "0.61.0", "node": "22.23.3"},
         model="gemini-2.5-flash",
     ),
-    "aider": Preset("openai", BEARER, 1, EDITS, WROTE),
+    "aider": Preset("openai", BEARER, 1, EDITS, WROTE, AIDER),
     # A self-hosted model (vLLM, Ollama): the team's aider, switched to its own provider.
     "aider-self-hosted": Preset(
-        "openai-compatible", BEARER, 1, EDITS, WROTE, model="llama3.1:8b", copy_of="aider"
+        "openai-compatible", BEARER, 1, EDITS, WROTE, AIDER, model="llama3.1:8b", copy_of="aider"
     ),
 }
 
@@ -147,7 +151,7 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     assert used["output_tokens"] == USAGE["output_tokens"] * preset.requests
     assert used["requests"] == preset.requests
     assert not attempt.events.filter(kind="egress").exists(), texts[-3000:]
-    assert attempt.card["versions"] == toolchain.VERSIONS
+    assert attempt.card["versions"] == preset.versions
 
     # What it said and did, as activity events beside the raw log, and its closing message.
     activity = [

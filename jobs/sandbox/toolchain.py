@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,14 @@ SANDBOX_PYTHON = "3.11"
 PYPI = {"aider-chat": "0.86.2"}
 LAUNCHERS = {"aider": "aider"}
 VERSIONS = {**NPM, **PYPI}
+# The packages behind each command the toolchain offers, for the card.
+COMMANDS = {
+    "claude": ("@anthropic-ai/claude-code",),
+    "codex": ("@openai/codex", "node"),
+    "gemini": ("@google/gemini-cli", "node"),
+    "aider": ("aider-chat",),
+    "node": ("node",),
+}
 
 
 class Missing(Exception):
@@ -58,14 +67,26 @@ def _built(path: Path) -> bool:
     return (path / "node_modules" / ".bin").is_dir() and (path / "bin").is_dir()
 
 
-def mounts() -> tuple[dict[str, Path], dict[str, str]]:
-    """The directory to bind read-only and the versions for the card; Missing if not built."""
+def mounts() -> dict[str, Path]:
+    """The directory to bind read-only; Missing if not built."""
     found = directory()
     if not _built(found):
         raise Missing(
             f"the AI presets' toolchain is not built ({found}): run `make agent-images` once"
         )
-    return {INSIDE: found}, dict(VERSIONS)
+    return {INSIDE: found}
+
+
+def versions_for(command: str) -> dict[str, str]:
+    """For the card: the pinned versions of what an agent's command runs (all of them when it
+    names none of the toolchain's commands, as a custom script may run any)."""
+    used = {
+        package
+        for name, packages in COMMANDS.items()
+        if re.search(rf"(?:^|[\s;&|(]){name}(?:$|\s)", command, re.MULTILINE)
+        for package in packages
+    }
+    return {name: version for name, version in VERSIONS.items() if name in used} or dict(VERSIONS)
 
 
 def build() -> Path:
