@@ -61,6 +61,17 @@ else:
     _Field = models.Field
 
 
+class Unopened(dict[str, Any]):
+    """Sealed secrets none of the keys opens: empty to the code, so the row still loads (a page,
+    a list), and written back sealed as they were, so saving the row loses nothing. Whoever
+    needs the secrets (the worker) checks for it and says `reason`."""
+
+    def __init__(self, sealed: str, reason: str) -> None:
+        super().__init__()
+        self.sealed = sealed
+        self.reason = reason
+
+
 class SealedJSONField(_Field):
     """A JSON object stored encrypted: the code sees the dict, the database a Fernet token."""
 
@@ -68,7 +79,12 @@ class SealedJSONField(_Field):
         return "TextField"
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
-        return json.loads(decrypt(value)) if value else {}
+        if not value:
+            return {}
+        try:
+            return json.loads(decrypt(value))
+        except Undecryptable as exc:
+            return Unopened(value, str(exc))
 
     def to_python(self, value: Any) -> Any:
         if isinstance(value, dict) or value is None:
@@ -76,6 +92,8 @@ class SealedJSONField(_Field):
         return json.loads(value) if value else {}
 
     def get_prep_value(self, value: Any) -> str:
+        if isinstance(value, Unopened):
+            return value.sealed
         return encrypt(json.dumps(value or {}, sort_keys=True))
 
     def value_to_string(self, obj: Any) -> str:

@@ -19,7 +19,7 @@ from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import ledger, providers, usage
+from gateway import ledger, providers, usage, vault
 from gateway.models import Grant, ModelCredential, ModelRequest, hash_token
 from jobs.models import ACTIVE_ATTEMPT_STATUSES, Attempt
 
@@ -70,7 +70,10 @@ async def forward(request: HttpRequest, provider: str, path: str) -> HttpRespons
         parsed = {}
     headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED}
     wire = providers.WIRES[chosen]
-    key = await database_sync_to_async(credential.key)()
+    try:
+        key = await database_sync_to_async(credential.key)()
+    except vault.Undecryptable as exc:
+        return _error(500, f"The team's {chosen.label} credential: {exc}")
     headers[wire.key_header] = f"Bearer {key}" if wire.bearer else key
     headers["accept-encoding"] = "identity"  # the meter reads the body as it passes
     query = httpx.QueryParams([(k, str(v)) for k, v in request.GET.items() if k != "key"])

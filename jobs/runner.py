@@ -26,6 +26,7 @@ from egress import wiring
 from egress.policy import Egress
 from egress.proxy import Door
 from gateway.models import Grant
+from gateway.vault import Unopened
 from jobs import activity, events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
@@ -91,6 +92,11 @@ def _execute(attempt_id: int, workdir: Path) -> None:
     job, agent = attempt.job, attempt.job.agent
     store = Path(job.repository.store_path)
     ws = workdir / "workspace"
+    if isinstance(agent.secrets, Unopened):
+        services.finish_attempt(
+            attempt_id, AttemptStatus.FAILED, reason=f"the agent's secrets: {agent.secrets.reason}"
+        )
+        return
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, ws)

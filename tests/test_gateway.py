@@ -20,9 +20,10 @@ from django.test import AsyncClient
 from gateway import providers, usage, vault
 from gateway.credentials import set_credential
 from gateway.models import Grant, ModelCredential, ModelRequest
-from jobs import services
-from jobs.models import Attempt, AttemptStatus, AuditEntry
+from jobs import runner, services
+from jobs.models import Agent, Attempt, AttemptStatus, AuditEntry
 from scripted_model.server import Script, ScriptedModel
+from tests.conftest import shell_agent
 
 pytestmark = pytest.mark.usefixtures("transactional_db")  # the gateway's pool threads see commits
 
@@ -220,6 +221,40 @@ def test_a_secret_sealed_under_another_key_says_so(settings):
             vault.decrypt(sealed)
     finally:
         vault._keys.cache_clear()
+
+
+OTHER_KEY = "eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHg="
+
+
+def test_secrets_no_key_opens_load_empty_keep_their_seal_and_fail_the_attempt_and_the_gateway(
+    settings, repo, alice, model, running, team, tmp_path
+):
+    """A changed AGENTHUB_CREDENTIALS_KEY must not break every page that loads the agent, nor
+    lose the secrets when the agent is saved; whoever needs them says what is wrong."""
+    agent = shell_agent(repo.team, name="sealed", secrets={"TOKEN": "s3cret"})
+    set_credential("test", team, "anthropic", KEY, base_url=model.url)
+    token = Grant.issue(running)
+    original = settings.AGENTHUB_CREDENTIALS_KEY
+    settings.AGENTHUB_CREDENTIALS_KEY = OTHER_KEY
+    vault._keys.cache_clear()
+    try:
+        loaded = Agent.objects.get(pk=agent.pk)
+        assert loaded.secrets == {} and isinstance(loaded.secrets, vault.Unopened)
+        loaded.description = "edited while the key was wrong"
+        loaded.save()
+        status, body = call("/gateway/anthropic/v1/messages", {}, **{"x-api-key": token})
+        assert status == 500 and b"credential: A stored secret cannot be decrypted" in body
+        job = services.submit_job(alice, repo="demo", agent="sealed", prompt="echo hi")
+        attempt = job.attempts.get()
+        services.claim_attempt(attempt.pk, "test")
+        runner._execute(attempt.pk, tmp_path / "work")
+        attempt.refresh_from_db()
+        assert attempt.status == "failed"
+        assert attempt.reason.startswith("the agent's secrets: A stored secret cannot be")
+    finally:
+        settings.AGENTHUB_CREDENTIALS_KEY = original
+        vault._keys.cache_clear()
+    assert Agent.objects.get(pk=agent.pk).secrets == {"TOKEN": "s3cret"}  # nothing was lost
 
 
 @pytest.mark.parametrize(
