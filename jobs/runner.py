@@ -15,7 +15,7 @@ import shutil
 import socket
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from jobs import activity, events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
-from jobs.sandbox.base import Limits, OutputLine, RunningSandbox, SandboxSpec
+from jobs.sandbox.base import Backend, Limits, OutputLine, RunningSandbox, SandboxSpec
 from jobs.sandbox.tools import host_tools
 
 log = logging.getLogger(__name__)
@@ -85,109 +85,32 @@ def _write_inputs(attempt: Attempt, workdir: Path) -> dict[str, Path]:
     return files
 
 
+class _Refused(Exception):
+    """The attempt cannot run here; the message ends it `failed`."""
+
+
 def _execute(attempt_id: int, workdir: Path) -> None:
     attempt = Attempt.objects.select_related(
         "job__agent", "job__repository", "review__attempt", "review__reviewer"
     ).get(pk=attempt_id)
-    job, agent = attempt.job, attempt.job.agent
-    store = Path(job.repository.store_path)
-    ws = workdir / "workspace"
-    if isinstance(agent.secrets, Unopened):
-        services.finish_attempt(
-            attempt_id, AttemptStatus.FAILED, reason=f"the agent's secrets: {agent.secrets.reason}"
-        )
-        return
-    workdir.mkdir(parents=True, exist_ok=True)
+    agent = attempt.job.agent
+    store = Path(attempt.job.repository.store_path)
     try:
-        workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, ws)
-    except workspace.GitError as exc:
-        services.finish_attempt(
-            attempt_id, AttemptStatus.FAILED, reason=f"could not prepare the workspace: {exc}"
-        )
-        return
-    inputs = _write_inputs(attempt, workdir)
-    image = attempt.card.get("pinned_image") or agent.image or settings.AGENTHUB_SANDBOX_IMAGE
-    try:
-        backend = get_backend(
-            _backend_name(agent.backend or settings.AGENTHUB_SANDBOX, image),
-            allow_local=settings.AGENTHUB_ALLOW_LOCAL_SANDBOX,
-        )
-        built_from = sandbox_image_id(image) if backend.name == "docker" else ""
-    except SandboxError as exc:
+        setup = _Setup.of(attempt, store, workdir)
+    except _Refused as exc:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
         return
-    tool_files, tool_env = host_tools(backend.name)
-    model_env: dict[str, str] = {}
-    versions: dict[str, str] = {}
-    if agent.provider:
-        try:
-            found = toolchain.mounts()
-        except toolchain.Missing as exc:
-            services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
-            return
-        tool_files = {**tool_files, **found}
-        versions = toolchain.versions_for(agent.command)
-        tool_env = {**tool_env, "PATH": f"{toolchain.PATH}:{tool_env.get('PATH', DEFAULT_PATH)}"}
-        model_env = {
-            "AGENTHUB_MODEL_TOKEN": Grant.issue(attempt),
-            "AGENTHUB_MODEL": job.model or agent.model,
-            # The gateway's door for the agent's provider: a preset whose agent is switched to
-            # another provider (say openai-compatible) follows it.
-            "AGENTHUB_MODEL_URL": f"{wiring.ENV['AGENTHUB_GATEWAY_URL']}/{agent.provider}",
-        }
     door = wiring.open_door(agent) if agent.provider or agent.egress != Egress.NONE else None
-    spec = SandboxSpec(
-        workspace=ws,
-        command=wiring.prologue() + agent.command if door else agent.command,
-        env={
-            "AGENTHUB_JOB_ID": job.public_id,
-            "AGENTHUB_ATTEMPT": str(attempt.number),
-            "AGENTHUB_PROMPT": attempt.asked,
-            "AGENTHUB_PROMPT_FILE": PROMPT_PATH,
-            **({"AGENTHUB_REVIEW_FILE": REVIEW_PATH} if REVIEW_PATH in inputs else {}),
-            **tool_env,
-            **(wiring.environment() if door else {}),
-            **model_env,
-            **agent.secrets,
-        },
-        limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
-        uid=SANDBOX_UID_BASE + attempt_id % 100_000,
-        ro_files={**inputs, **tool_files, **(wiring.files(door) if door else {})},
-        image=built_from,
-        labels={
-            "agenthub.job": job.public_id,
-            "agenthub.attempt": str(attempt_id),
-            "agenthub.instance": settings.AGENTHUB_INSTANCE,
-        },
-    )
-    card = {
-        "backend": backend.name,
-        "command": agent.command,
-        "limits": asdict(spec.limits),
-        "egress": agent.egress,
-        **({"egress_allowlist": door.policy.describe()} if door else {}),
-        "base_commit": attempt.base_commit,
-        "start_commit": attempt.start_commit,
-        "agent": agent.name,
-        "agent_version": _config_hash(agent.command, spec.limits, agent.egress),
-        "worker": worker_name(),
-        "uid": spec.uid,
-        **({"image": image, "image_id": built_from} if built_from else {}),
-        **(
-            {"provider": agent.provider, "model": job.model or agent.model, "versions": versions}
-            if agent.provider
-            else {}
-        ),
-    }
-    services.mark_running(attempt_id, card)
     try:
+        spec = setup.spec(door)
+        services.mark_running(attempt_id, setup.card(spec, door))
         try:
-            proc = backend.start(spec)
+            proc = setup.backend.start(spec)
         except SandboxError as exc:
             services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"sandbox: {exc}")
             return
-        masker = events.Masker([*agent.secrets.values(), model_env.get("AGENTHUB_MODEL_TOKEN", "")])
-        reading = Reading(masker, agent.output_format, door)
+        secrets = [*agent.secrets.values(), setup.model_env.get("AGENTHUB_MODEL_TOKEN", "")]
+        reading = Reading(events.Masker(secrets), agent.output_format, door)
         try:
             status, exit_code, reason = _run(attempt_id, proc, agent.timeout_seconds, reading)
         finally:
@@ -197,7 +120,119 @@ def _execute(attempt_id: int, workdir: Path) -> None:
             door.stop()
     if status == AttemptStatus.FAILED and reason.startswith("out of memory"):
         reason = f"{reason} ({agent.memory_mb} MB)"
-    _finish(attempt, store, ws, workdir, status, exit_code, reason, reading.summary)
+    _finish(attempt, store, setup.workspace, workdir, status, exit_code, reason, reading.summary)
+
+
+@dataclass
+class _Setup:
+    """What an attempt's sandbox is made of, once its workspace and inputs are ready: the
+    backend, the files and environment it gets (host tools, the AI toolchain, the model
+    gateway's token), and how it becomes the spec and the card."""
+
+    attempt: Attempt
+    workspace: Path
+    inputs: dict[str, Path]
+    backend: Backend
+    image: str
+    built_from: str  # the docker image's ID; empty for the other backends
+    tool_files: dict[str, Path]
+    tool_env: dict[str, str]
+    model_env: dict[str, str]
+    versions: dict[str, str]
+
+    @classmethod
+    def of(cls, attempt: Attempt, store: Path, workdir: Path) -> _Setup:
+        job, agent = attempt.job, attempt.job.agent
+        if isinstance(agent.secrets, Unopened):
+            raise _Refused(f"the agent's secrets: {agent.secrets.reason}")
+        ws = workdir / "workspace"
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, ws)
+        except workspace.GitError as exc:
+            raise _Refused(f"could not prepare the workspace: {exc}") from None
+        inputs = _write_inputs(attempt, workdir)
+        image = attempt.card.get("pinned_image") or agent.image or settings.AGENTHUB_SANDBOX_IMAGE
+        try:
+            backend = get_backend(
+                _backend_name(agent.backend or settings.AGENTHUB_SANDBOX, image),
+                allow_local=settings.AGENTHUB_ALLOW_LOCAL_SANDBOX,
+            )
+            built_from = sandbox_image_id(image) if backend.name == "docker" else ""
+        except SandboxError as exc:
+            raise _Refused(str(exc)) from None
+        tool_files, tool_env = host_tools(backend.name)
+        setup = cls(attempt, ws, inputs, backend, image, built_from, tool_files, tool_env, {}, {})
+        if agent.provider:
+            try:
+                setup.tool_files = {**tool_files, **toolchain.mounts()}
+            except toolchain.Missing as exc:
+                raise _Refused(str(exc)) from None
+            setup.versions = toolchain.versions_for(agent.command)
+            path = tool_env.get("PATH", DEFAULT_PATH)
+            setup.tool_env = {**tool_env, "PATH": f"{toolchain.PATH}:{path}"}
+            setup.model_env = {
+                "AGENTHUB_MODEL_TOKEN": Grant.issue(attempt),
+                "AGENTHUB_MODEL": job.model or agent.model,
+                # The gateway's door for the agent's provider: a preset whose agent is
+                # switched to another provider (say openai-compatible) follows it.
+                "AGENTHUB_MODEL_URL": f"{wiring.ENV['AGENTHUB_GATEWAY_URL']}/{agent.provider}",
+            }
+        return setup
+
+    def spec(self, door: Door | None) -> SandboxSpec:
+        attempt, agent = self.attempt, self.attempt.job.agent
+        return SandboxSpec(
+            workspace=self.workspace,
+            command=wiring.prologue() + agent.command if door else agent.command,
+            env={
+                "AGENTHUB_JOB_ID": attempt.job.public_id,
+                "AGENTHUB_ATTEMPT": str(attempt.number),
+                "AGENTHUB_PROMPT": attempt.asked,
+                "AGENTHUB_PROMPT_FILE": PROMPT_PATH,
+                **({"AGENTHUB_REVIEW_FILE": REVIEW_PATH} if REVIEW_PATH in self.inputs else {}),
+                **self.tool_env,
+                **(wiring.environment() if door else {}),
+                **self.model_env,
+                **agent.secrets,
+            },
+            limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
+            uid=SANDBOX_UID_BASE + attempt.pk % 100_000,
+            ro_files={**self.inputs, **self.tool_files, **(wiring.files(door) if door else {})},
+            image=self.built_from,
+            labels={
+                "agenthub.job": attempt.job.public_id,
+                "agenthub.attempt": str(attempt.pk),
+                "agenthub.instance": settings.AGENTHUB_INSTANCE,
+            },
+        )
+
+    def card(self, spec: SandboxSpec, door: Door | None) -> dict[str, Any]:
+        """How the attempt ran, for the review page and for running it again the same way."""
+        attempt, agent = self.attempt, self.attempt.job.agent
+        return {
+            "backend": self.backend.name,
+            "command": agent.command,
+            "limits": asdict(spec.limits),
+            "egress": agent.egress,
+            **({"egress_allowlist": door.policy.describe()} if door else {}),
+            "base_commit": attempt.base_commit,
+            "start_commit": attempt.start_commit,
+            "agent": agent.name,
+            "agent_version": _config_hash(agent.command, spec.limits, agent.egress),
+            "worker": worker_name(),
+            "uid": spec.uid,
+            **({"image": self.image, "image_id": self.built_from} if self.built_from else {}),
+            **(
+                {
+                    "provider": agent.provider,
+                    "model": self.model_env["AGENTHUB_MODEL"],
+                    "versions": self.versions,
+                }
+                if agent.provider
+                else {}
+            ),
+        }
 
 
 def _backend_name(name: str, image: str) -> str:
