@@ -50,6 +50,7 @@ app-image: $(STAMP)
 
 # The AI presets' CLIs, pinned (jobs/sandbox/toolchain.py): one read-only directory both
 # backends mount, in AGENTHUB_TOOLCHAIN_DIR (default: the user's cache); reused when unchanged.
+# Where a Docker Engine runs, also OpenHands' image (docker/build-openhands-image.sh).
 agent-images: $(STAMP)
 	$(BIN)/python -m jobs.sandbox.toolchain
 

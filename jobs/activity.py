@@ -203,11 +203,42 @@ class AiderText(Activity):
         return []
 
 
+class OpenHandsJson(JsonLines):
+    """docker/openhands/driver.py's events: the agent's messages, its actions (tool calls) and
+    their observations, and a closing Result with the SDK's count. Its `finish` call carries the
+    closing message."""
+
+    def read(self, data: dict[str, Any]) -> Iterator[Draft | None]:
+        kind, tool = data.get("type"), str(data.get("tool_name") or "?")
+        if kind == "MessageEvent" and data.get("source") == "agent":
+            yield self.message(str(data.get("text", "")))
+        elif kind == "ActionEvent" and tool == "finish":
+            yield self.message(str((data.get("action") or {}).get("message", "")))
+        elif kind == "ActionEvent":
+            if str(data.get("text", "")).strip():
+                yield self.message(str(data["text"]))
+            yield self.tool_call(tool, data.get("action"))
+        elif kind == "ObservationEvent" and tool != "finish":
+            ok = not data.get("is_error") and data.get("exit_code") in (None, 0)
+            yield self.tool_result(ok, data.get("observation"))
+        elif kind == "AgentErrorEvent":
+            yield self.tool_result(False, data.get("text"))
+        elif kind == "Result":
+            yield self.usage(
+                {
+                    "input_tokens": int(data.get("input_tokens") or 0),
+                    "output_tokens": int(data.get("output_tokens") or 0),
+                    "cache_tokens": int(data.get("cache_tokens") or 0),
+                }
+            )
+
+
 READERS: dict[str, type[Activity]] = {
     OutputFormat.CLAUDE_STREAM_JSON: ClaudeStream,
     OutputFormat.CODEX_JSON: CodexJson,
     OutputFormat.GEMINI_STREAM_JSON: GeminiStream,
     OutputFormat.AIDER_TEXT: AiderText,
+    OutputFormat.OPENHANDS_JSON: OpenHandsJson,
 }
 
 

@@ -139,6 +139,24 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "memory_mb": 4096,
         "timeout_seconds": 3600,
     },
+    "openhands": {
+        "description": "The OpenHands agent (its SDK), headless, through AgentHub's model gateway.",
+        "command": (
+            # Its own image (Debian 13's Python 3.13; docker/openhands): LiteLLM's bundled price
+            # list, no banner. Few retries: a dead model ends the run in seconds, not minutes.
+            'export LLM_BASE_URL="$AGENTHUB_MODEL_URL/v1" LLM_API_KEY="$AGENTHUB_MODEL_TOKEN"\n'
+            'export LLM_MODEL="openai/$AGENTHUB_MODEL" LLM_NUM_RETRIES=2 LOG_LEVEL=WARNING\n'
+            'python3 /opt/agenthub/openhands/driver.py "$AGENTHUB_PROMPT_FILE" < /dev/null\n'
+        ),
+        "prompt_format": "text",
+        "provider": "openai",
+        "model": "gpt-4.1",
+        "output_format": "openhands-json",
+        "backend": "docker",
+        "image": "agenthub-sandbox-openhands:latest",
+        "memory_mb": 4096,
+        "timeout_seconds": 3600,
+    },
     "security-scan": {
         "description": "Scans the code with bandit; a report, never a change.",
         "command": (
@@ -160,3 +178,8 @@ def install(agent_model: Any) -> None:
     for name, fields in BUILTIN_AGENTS.items():
         defaults = {key: value for key, value in fields.items() if key in known}
         agent_model.objects.update_or_create(team=None, name=name, defaults=defaults)
+
+
+def install_presets(apps: Any, schema_editor: Any) -> None:
+    """The migrations' step that installs the presets as they are now (RunPython)."""
+    install(apps.get_model("jobs", "Agent"))

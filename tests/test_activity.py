@@ -221,3 +221,86 @@ def test_aider_text_reads_applied_and_failed_edits():
         ("tool_result", {"ok": True}),
         ("tool_result", {"ok": False}),
     ]
+
+
+# As docker/openhands/driver.py printed them (OpenHands SDK 1.58.2).
+OPENHANDS = [
+    {"type": "SystemPromptEvent", "source": "agent"},
+    {"type": "MessageEvent", "source": "user", "text": "Write HELLO.md"},
+    {
+        "type": "ActionEvent",
+        "source": "agent",
+        "tool_name": "file_editor",
+        "text": "I will create it.",
+        "action": {
+            "command": "create",
+            "path": "/workspace/HELLO.md",
+            "file_text": "hello\n",
+            "kind": "FileEditorAction",
+        },
+    },
+    {
+        "type": "ObservationEvent",
+        "source": "environment",
+        "tool_name": "file_editor",
+        "observation": "File created successfully at: /workspace/HELLO.md",
+        "is_error": False,
+    },
+    {
+        "type": "ActionEvent",
+        "source": "agent",
+        "tool_name": "terminal",
+        "action": {"command": "false", "kind": "TerminalAction"},
+    },
+    {
+        "type": "ObservationEvent",
+        "source": "environment",
+        "tool_name": "terminal",
+        "observation": "",
+        "is_error": False,
+        "exit_code": 1,
+    },
+    {
+        "type": "AgentErrorEvent",
+        "source": "agent",
+        "tool_name": "file_editor",
+        "text": "Error validating tool 'file_editor': path Field required",
+        "is_error": True,
+    },
+    {
+        "type": "ActionEvent",
+        "source": "agent",
+        "tool_name": "finish",
+        "action": {"message": "Created HELLO.md.", "kind": "FinishAction"},
+    },
+    {"type": "ObservationEvent", "source": "environment", "tool_name": "finish", "observation": ""},
+    {
+        "type": "Result",
+        "source": "driver",
+        "status": "finished",
+        "failed_tool_calls": 1,
+        "input_tokens": 2400,
+        "output_tokens": 80,
+        "cache_tokens": 0,
+        "cost_usd": 0.0,
+    },
+]
+
+
+def test_openhands_events_become_calls_results_the_finish_message_and_usage():
+    activity = reader("openhands-json", Masker())
+    assert activity is not None
+    drafts = [d for line in OPENHANDS for d in activity.drafts(json.dumps(line))]
+    assert [(d.kind, d.text) for d in drafts] == [
+        ("message", "I will create it."),
+        ("tool_call", "file_editor /workspace/HELLO.md"),
+        ("tool_result", "File created successfully at: /workspace/HELLO.md"),
+        ("tool_call", "terminal false"),
+        ("tool_result", ""),
+        ("tool_result", "Error validating tool 'file_editor': path Field required"),
+        ("message", "Created HELLO.md."),
+        ("usage", "2400 tokens in, 80 out"),
+    ]
+    assert drafts[1].data["path"] == "HELLO.md"
+    assert [d.data["ok"] for d in drafts if d.kind == "tool_result"] == [True, False, False]
+    assert activity.final["message"] == "Created HELLO.md."

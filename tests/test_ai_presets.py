@@ -42,6 +42,7 @@ class Preset:
     versions: dict[str, str]  # on the card: what its command runs
     model: str = ""  # the job's own, instead of the preset's
     copy_of: str = ""  # a team's agent made from this preset, with `provider` instead
+    backends: tuple[str, ...] = ("docker", "bwrap")
 
 
 TALKS = ["tool_call", "tool_result", "message", "usage"]
@@ -80,6 +81,20 @@ PRESETS = {
         model="gemini-2.5-flash",
     ),
     "aider": Preset("openai", BEARER, 1, EDITS, WROTE, AIDER),
+    # Its SDK needs Debian 13's Python: an image of its own, so the docker backend only.
+    "openhands": Preset(
+        "openai",
+        BEARER,
+        2,
+        TALKS,
+        {
+            "tool": "file_editor",
+            "input": "/workspace/HELLO.md",
+            "path": "HELLO.md",
+        },
+        {"openhands-sdk": "1.58.2", "openhands-tools": "1.58.2"},
+        backends=("docker",),
+    ),
     # A self-hosted model (vLLM, Ollama): the team's aider, switched to its own provider.
     "aider-self-hosted": Preset(
         "openai-compatible", BEARER, 1, EDITS, WROTE, AIDER, model="llama3.1:8b", copy_of="aider"
@@ -87,8 +102,14 @@ PRESETS = {
 }
 
 
-@pytest.mark.parametrize("backend", [pytest.param("docker", marks=pytest.mark.docker), "bwrap"])
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize(
+    ("name", "backend"),
+    [
+        pytest.param(name, backend, marks=[pytest.mark.docker] if backend == "docker" else [])
+        for name, preset in PRESETS.items()
+        for backend in preset.backends
+    ],
+)
 def test_each_ai_preset_edits_a_file_through_the_gateway(
     api, alice, repo, workers, server, backend, name
 ):

@@ -31,3 +31,10 @@ def test_new_pins_build_anew_beside_the_old(monkeypatch):
     before = toolchain.key()
     monkeypatch.setitem(toolchain.PYPI, "aider-chat", "0.0.1")
     assert toolchain.key() != before
+
+
+def test_openhands_runs_from_its_own_image_whose_pins_the_card_records():
+    assert toolchain.versions_for(BUILTIN_AGENTS["openhands"]["command"]) == {
+        "openhands-sdk": "1.58.2",
+        "openhands-tools": "1.58.2",
+    }

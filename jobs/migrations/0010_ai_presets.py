@@ -2,11 +2,7 @@
 
 from django.db import migrations, models
 
-
-def install_presets(apps, schema_editor):
-    from jobs.builtin import install
-
-    install(apps.get_model("jobs", "Agent"))
+from jobs.builtin import install_presets
 
 
 class Migration(migrations.Migration):

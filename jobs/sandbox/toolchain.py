@@ -9,6 +9,10 @@ while the old one is reused when the pins come back. Nothing is downloaded at ru
 Inside: `node_modules/.bin` (the npm CLIs and Node itself: Gemini CLI needs Node >= 20, more
 than Debian 12 has), `python/` (the PyPI CLIs, for the sandbox's own Python) and `bin/` (a
 launcher for each of those). Both directories of launchers go on the attempt's PATH.
+
+OpenHands is the exception: its SDK needs Python 3.13 (Debian 13), so it is an image of its own,
+agenthub-sandbox-openhands (docker/build-openhands-image.sh), which `make agent-images` builds
+too where a Docker Engine runs; its pins are docker/openhands/requirements.txt.
 """
 
 from __future__ import annotations
@@ -40,6 +44,20 @@ SANDBOX_PYTHON = "3.11"
 PYPI = {"aider-chat": "0.86.2"}
 LAUNCHERS = {"aider": "aider"}
 VERSIONS = {**NPM, **PYPI}
+OPENHANDS_RECIPE = Path(__file__).resolve().parents[2] / "docker" / "openhands"
+OPENHANDS_DRIVER = "/opt/agenthub/openhands/driver.py"
+
+
+def _pins(requirements: Path) -> dict[str, str]:
+    pins = {}
+    for line in requirements.read_text().splitlines():
+        name, found, version = line.partition("#")[0].strip().partition("==")
+        if found:
+            pins[name.strip()] = version.strip()
+    return pins
+
+
+OPENHANDS = _pins(OPENHANDS_RECIPE / "requirements.txt")
 # The packages behind each command the toolchain offers, for the card.
 COMMANDS = {
     "claude": ("@anthropic-ai/claude-code",),
@@ -47,6 +65,7 @@ COMMANDS = {
     "gemini": ("@google/gemini-cli", "node"),
     "aider": ("aider-chat",),
     "node": ("node",),
+    OPENHANDS_DRIVER: tuple(OPENHANDS),
 }
 
 
@@ -83,10 +102,11 @@ def versions_for(command: str) -> dict[str, str]:
     used = {
         package
         for name, packages in COMMANDS.items()
-        if re.search(rf"(?:^|[\s;&|(]){name}(?:$|\s)", command, re.MULTILINE)
+        if re.search(rf"(?:^|[\s;&|(]){re.escape(name)}(?:$|\s)", command, re.MULTILINE)
         for package in packages
     }
-    return {name: version for name, version in VERSIONS.items() if name in used} or dict(VERSIONS)
+    known = {**VERSIONS, **OPENHANDS}
+    return {name: version for name, version in known.items() if name in used} or dict(VERSIONS)
 
 
 def build() -> Path:
@@ -168,3 +188,11 @@ if __name__ == "__main__":
         build()
     except (OSError, subprocess.CalledProcessError) as exc:
         sys.exit(f"could not build the toolchain: {exc}")
+    from jobs.sandbox import docker_available
+
+    if not docker_available():
+        print("no Docker Engine answers: skipped the OpenHands image (the toolchain is built)")
+        sys.exit(0)
+    script = OPENHANDS_RECIPE.parent / "build-openhands-image.sh"
+    if subprocess.run([str(script)], stdout=subprocess.DEVNULL, check=False).returncode:
+        sys.exit(f"could not build the OpenHands image ({script})")
