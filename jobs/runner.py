@@ -152,7 +152,8 @@ class _Setup:
         except workspace.GitError as exc:
             raise _Refused(f"could not prepare the workspace: {exc}") from None
         inputs = _write_inputs(attempt, workdir)
-        image = attempt.card.get("pinned_image") or agent.image or settings.AGENTHUB_SANDBOX_IMAGE
+        default = toolchain.image() if agent.provider else settings.AGENTHUB_SANDBOX_IMAGE
+        image = attempt.card.get("pinned_image") or agent.image or default
         try:
             backend = get_backend(
                 _backend_name(agent.backend or settings.AGENTHUB_SANDBOX, image),
@@ -164,8 +165,9 @@ class _Setup:
         tool_files, tool_env = host_tools(backend.name)
         setup = cls(attempt, ws, inputs, backend, image, built_from, tool_files, tool_env, {}, {})
         if agent.provider:
-            try:
-                setup.tool_files = {**tool_files, **toolchain.mounts()}
+            try:  # docker's image holds it
+                if backend.name != "docker":
+                    setup.tool_files = {**tool_files, **toolchain.mounts()}
             except toolchain.Missing as exc:
                 raise _Refused(str(exc)) from None
             setup.versions = toolchain.versions_for(agent.command)

@@ -18,6 +18,7 @@ import scripted_model
 from gateway import usage
 from gateway.credentials import set_credential
 from jobs.models import Agent, Job
+from jobs.sandbox import toolchain
 from scripted_model.server import Script, ScriptedModel
 
 pytestmark = pytest.mark.slow
@@ -151,6 +152,9 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     texts = "\n".join(attempt.events.order_by("seq").values_list("text", flat=True))
     assert job.status == "needs_review", (attempt.status, attempt.reason, texts[-3000:])
     assert attempt.card["backend"] == backend
+    if backend == "docker":  # the CLIs are in the image; bwrap binds their directory
+        expected = Agent.objects.get(team=None, name=preset.copy_of or name).image
+        assert attempt.card["image"] == (expected or toolchain.image())
     assert [f["path"] for f in attempt.files] == ["HELLO.md"]
     assert f"+{CONTENT}" in attempt.patch
 

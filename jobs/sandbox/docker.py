@@ -257,6 +257,7 @@ def image_id(image: str) -> str:
         except ImageNotFound as exc:
             raise SandboxError(
                 f"image {image!r} is not on this Docker Engine; build it with `make sandbox-image`"
+                " (the AI presets' images: `make agent-images`)"
             ) from exc
 
 

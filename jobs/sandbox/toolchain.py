@@ -1,10 +1,13 @@
 """The AI presets' CLIs, pinned, installed once from the package registries into a directory
-that every attempt of either backend gets read-only at /opt/agenthub/toolchain.
+that AI attempts get read-only at /opt/agenthub/toolchain: the bwrap backend binds it, and the
+docker backend runs them in an image holding it (agenthub-sandbox-agents:<pins hash>, the
+sandbox image plus the directory), since a bind mount names a path of the worker's filesystem
+that a Docker Engine elsewhere (compose's) does not have.
 
-`make agent-images` builds it (`python -m jobs.sandbox.toolchain`); it lives outside the
-checkout and the data directory (AGENTHUB_TOOLCHAIN_DIR, by default the user's cache), one
-subdirectory per set of pins, so any `make run` finds it and a change of pins builds anew
-while the old one is reused when the pins come back. Nothing is downloaded at run time.
+`make agent-images` builds both (`python -m jobs.sandbox.toolchain`); the directory lives
+outside the checkout and the data directory (AGENTHUB_TOOLCHAIN_DIR, by default the user's
+cache), one subdirectory per set of pins, so any `make run` finds it and a change of pins builds
+anew while the old one is reused when the pins come back. Nothing is downloaded at run time.
 
 Inside: `node_modules/.bin` (the npm CLIs and Node itself: Gemini CLI needs Node >= 20, more
 than Debian 12 has), `python/` (the PyPI CLIs, for the sandbox's own Python) and `bin/` (a
@@ -69,6 +72,9 @@ COMMANDS = {
 }
 
 
+IMAGE = "agenthub-sandbox-agents"
+
+
 class Missing(Exception):
     """The toolchain has not been built here."""
 
@@ -80,6 +86,11 @@ def key() -> str:
 
 def directory() -> Path:
     return Path(settings.AGENTHUB_TOOLCHAIN_DIR) / key()
+
+
+def image() -> str:
+    """The docker backend's image for AI agents that name none."""
+    return f"{IMAGE}:{key()}"
 
 
 def _built(path: Path) -> bool:
@@ -128,6 +139,35 @@ def build() -> Path:
         shutil.rmtree(work, ignore_errors=True)
     print(f"toolchain built: {target} ({', '.join(f'{n} {v}' for n, v in VERSIONS.items())})")
     return target
+
+
+def build_image() -> str:
+    """The sandbox image with the directory in it; reused while both are unchanged (the label
+    names the sandbox image it was built on). Sending 1.8 GB to the engine takes a while."""
+    from jobs.sandbox.docker import image_id
+
+    base = settings.AGENTHUB_SANDBOX_IMAGE
+    base_id = image_id(base)
+    tag = image()
+    found = subprocess.run(
+        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "agenthub.base"}}', tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode == 0 and found.stdout.strip() == base_id:
+        print(f"image {tag} is built already (reused)")
+        return tag
+    subprocess.run(
+        ["docker", "build", "-q", "--force-rm", "--network", "none", "-t", tag]
+        + ["--label", f"agenthub.base={base_id}", "-f", "-", str(directory())],
+        input=f"FROM {base}\nCOPY . {INSIDE}\n",
+        text=True,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    print(f"image built: {tag} (on {base})")
+    return tag
 
 
 def _npm(work: Path) -> None:
@@ -188,11 +228,15 @@ if __name__ == "__main__":
         build()
     except (OSError, subprocess.CalledProcessError) as exc:
         sys.exit(f"could not build the toolchain: {exc}")
-    from jobs.sandbox import docker_available
+    from jobs.sandbox import SandboxError, docker_available
 
     if not docker_available():
-        print("no Docker Engine answers: skipped the OpenHands image (the toolchain is built)")
+        print("no Docker Engine answers: skipped the images (the bwrap toolchain is built)")
         sys.exit(0)
+    try:
+        build_image()
+    except (SandboxError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"could not build the AI presets' image: {exc}")
     script = OPENHANDS_RECIPE.parent / "build-openhands-image.sh"
     if subprocess.run([str(script)], stdout=subprocess.DEVNULL, check=False).returncode:
         sys.exit(f"could not build the OpenHands image ({script})")
