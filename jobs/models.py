@@ -225,9 +225,20 @@ IMAGE_REFERENCE = re.compile(
     r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
 )
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# What the runner puts into the agent's environment (jobs/runner.py).
+# What the runner puts into the agent's environment (jobs/runner.py): always, for a follow-up
+# of a review, and for an AI agent (a provider) or one with egress (egress/wiring.py).
 AGENT_VARIABLES = frozenset(
-    {"AGENTHUB_JOB_ID", "AGENTHUB_ATTEMPT", "AGENTHUB_PROMPT", "AGENTHUB_PROMPT_FILE"}
+    {
+        "AGENTHUB_JOB_ID",
+        "AGENTHUB_ATTEMPT",
+        "AGENTHUB_PROMPT",
+        "AGENTHUB_PROMPT_FILE",
+        "AGENTHUB_REVIEW_FILE",
+        "AGENTHUB_MODEL",
+        "AGENTHUB_MODEL_TOKEN",
+        "AGENTHUB_MODEL_URL",
+        "AGENTHUB_GATEWAY_URL",
+    }
 )
 _AGENTHUB_VARIABLE = re.compile(r"\$\{?(AGENTHUB_[A-Za-z0-9_]*)")
 

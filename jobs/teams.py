@@ -620,7 +620,9 @@ def repository_delete(request: HttpRequest, team: Team, name: str) -> HttpRespon
 @require_http_methods(["GET", "POST"])
 def agent_edit(request: HttpRequest, team: Team, name: str | None = None) -> HttpResponse:
     agent = get_object_or_404(Agent, team=team, name=name) if name else Agent(team=team)
-    form = AgentForm(request.POST or None, instance=agent, team=team)
+    form = AgentForm(
+        request.POST or None, instance=agent, team=team, initial=_from_preset(request, name)
+    )
     before = values(form) if name else None
     if request.method == "POST" and form.is_valid():
         changed = save_with_audit(request.user, form, before)
@@ -628,6 +630,17 @@ def agent_edit(request: HttpRequest, team: Team, name: str | None = None) -> Htt
         messages.success(request, f"{verb} agent {agent.name}." if changed else "Nothing changed.")
         return _back(team, "agents")
     return render(request, "teams/agent_form.html", {"team": team, "name": name, "form": form})
+
+
+def _from_preset(request: HttpRequest, name: str | None) -> dict[str, Any]:
+    """A new agent may start as a copy of a built-in one (`?from=codex`): its fields, not its
+    secrets (presets have none). Its name too, so saving it as is replaces the preset for the
+    team."""
+    chosen = request.GET.get("from", "")
+    preset = Agent.objects.filter(team=None, name=chosen).first() if chosen and not name else None
+    if preset is None:
+        return {}
+    return {field: getattr(preset, field) for field in AGENT_FIELDS if field != "secrets"}
 
 
 @team_admin_view

@@ -15,8 +15,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from jobs import services, workspace
+from jobs.builtin import BUILTIN_AGENTS
 from jobs.errors import BadInput
-from jobs.models import Agent, AuditEntry, Membership, Repository, Role, Team
+from jobs.models import Agent, AuditEntry, Membership, Repository, Role, Team, command_problem
 from tests.conftest import _member, shell_agent
 
 pytestmark = pytest.mark.django_db
@@ -771,3 +772,38 @@ def test_concurrency_limit_errors_name_the_field(admin, team, value, message):
     team.refresh_from_db()
     assert team.concurrency_limit == 2
     assert entries_since(mark) == []
+
+
+def test_a_new_agent_can_start_from_a_preset(admin):
+    manage = page(admin.get("/teams/demo/"))
+    assert 'href="/teams/demo/agents/new?from=codex"' in manage
+    response = admin.get("/teams/demo/agents/new?from=codex")
+    form = response.context["form"]
+    preset = Agent.objects.get(team=None, name="codex")
+    assert form["name"].value() == "codex"
+    assert form["command"].value() == preset.command
+    assert (form["provider"].value(), form["model"].value()) == ("openai", preset.model)
+    assert form["output_format"].value() == "codex-json"
+    # A self-hosted model: the same CLI, another provider and model, under a name of its own.
+    data = agent_form(
+        name="codex-local",
+        command=preset.command,
+        provider="openai-compatible",
+        model="qwen3-coder:30b",
+        output_format="codex-json",
+    )
+    answer = admin.post("/teams/demo/agents/new?from=codex", data)
+    assert answer.status_code == 302, answer.context["form"].errors
+    made = Agent.objects.get(team__name="demo", name="codex-local")
+    assert (made.provider, made.model, made.command) == (
+        "openai-compatible",
+        "qwen3-coder:30b",
+        preset.command.strip(),  # the form strips the closing newline
+    )
+    # Unknown names and edits of existing agents take nothing from a preset.
+    assert page(admin.get("/teams/demo/agents/new?from=nosuch")).count("codex exec") == 0
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_AGENTS))
+def test_every_presets_command_is_one_a_team_agent_may_have(name):
+    assert command_problem(BUILTIN_AGENTS[name]["command"]) == ""
