@@ -1,4 +1,6 @@
-"""What an attempt's model requests added up to: its `usage` in every job representation."""
+"""What an attempt's model requests added up to: its `usage` in every job representation, and
+a `model_call` event on the attempt for each request as it is recorded (the gateway's record
+is the activity of a CLI that prints no structure of its own, aider's)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from django.db.models import Count, Sum
 
 from gateway.models import ModelRequest
+from jobs.events import Draft, append_events
 
 EMPTY = {"input_tokens": 0, "output_tokens": 0, "cache_tokens": 0, "cost_usd": 0.0, "requests": 0}
 
@@ -38,6 +41,28 @@ def usage_of(attempt_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
             "requests": row["requests"],
         }
     return found
+
+
+def record(request: ModelRequest) -> None:
+    """Keep one forwarded request's usage, and say so on its attempt with the totals so far
+    (the job page's usage line follows them)."""
+    request.save()
+    total = usage_of([request.attempt_id])[request.attempt_id]
+    said = (
+        f"{request.model or request.provider}: {request.input_tokens} tokens in, "
+        f"{request.output_tokens} out, ${request.cost_usd:.4f}"
+    )
+    data = {
+        "model": request.model,
+        "status": request.status_code,
+        "input_tokens": request.input_tokens,
+        "output_tokens": request.output_tokens,
+        "cache_tokens": request.cache_tokens,
+        "cost_usd": float(request.cost_usd),
+        "seconds": round(request.seconds, 3),
+        "total": total,
+    }
+    append_events(request.attempt_id, [Draft("model_call", said, data=data)])
 
 
 def over_budget(attempt_id: int, budget_usd: Decimal | None, budget_requests: int | None) -> str:

@@ -138,7 +138,7 @@ async def _record(record: ModelRequest, meter: usage.Meter, started: float) -> N
         record.model, found.input_tokens, found.output_tokens, found.cache_tokens
     )
     record.seconds = time.monotonic() - started
-    await database_sync_to_async(record.save)()
+    await database_sync_to_async(ledger.record)(record)
 
 
 def _authorize(request: HttpRequest, provider: providers.Provider) -> tuple[Attempt, Any]:

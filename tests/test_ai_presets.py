@@ -176,6 +176,9 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     assert used["output_tokens"] == USAGE["output_tokens"] * preset.requests
     assert used["requests"] == preset.requests
     assert not attempt.events.filter(kind="egress").exists(), texts[-3000:]
+    calls = attempt.events.filter(kind="model_call").order_by("seq")  # the gateway's record
+    assert [c.data["input_tokens"] for c in calls] == [USAGE["input_tokens"]] * preset.requests
+    assert calls.last().data["total"]["requests"] == preset.requests
     assert attempt.card["versions"] == preset.versions
 
     # What it said and did, as activity events beside the raw log, and its closing message.

@@ -89,6 +89,16 @@ def test_anthropic_messages_go_through_with_the_real_key_and_their_usage_is_reco
     assert (record.input_tokens, record.output_tokens, record.cache_tokens) == (1200, 345, 100)
     assert record.streamed is stream and record.model == "claude-sonnet-4-5"
     assert record.cost_usd == providers.cost("claude-sonnet-4-5", 1200, 345, 100) > 0
+    # The attempt's page hears of it, with the totals so far.
+    [said] = running.events.filter(kind="model_call")
+    assert said.text == f"claude-sonnet-4-5: 1200 tokens in, 345 out, ${record.cost_usd:.4f}"
+    assert said.data["total"] == {
+        "input_tokens": 1200,
+        "output_tokens": 345,
+        "cache_tokens": 100,
+        "cost_usd": float(record.cost_usd),
+        "requests": 1,
+    }
 
 
 def test_chat_completions_take_a_bearer_token_and_report_usage_when_streamed(model, running, team):

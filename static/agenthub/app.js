@@ -264,7 +264,7 @@ function sgr(classes, codes) {
 
 /* An AI agent's activity: what it said, the tools it called (each folded, with its result inside),
    and what it used. Text only, never markup: an agent's output is untrusted. */
-const ACTIVITY_KINDS = new Set(["message", "tool_call", "tool_result", "usage"]);
+const ACTIVITY_KINDS = new Set(["message", "tool_call", "tool_result", "usage", "model_call"]);
 
 function activityFeed(feed) {
   let lastCall = null;
@@ -306,9 +306,15 @@ function activityFeed(feed) {
         feed.append(result);
       }
     } else if (event.kind === "usage") {
-      // What the CLI counted; the line above keeps the gateway's count once it has one.
-      feed.append(el("p", "act act-usage", event.text));
-      if (usageLine && !usageLine.textContent.trim()) usageLine.textContent = event.text;
+      feed.append(el("p", "act act-usage", event.text)); // what the CLI counted
+    } else if (event.kind === "model_call") {
+      // What the gateway forwarded; the line above shows its totals so far.
+      feed.append(el("p", "act act-model", event.text));
+      const total = event.data?.total;
+      if (usageLine && total) {
+        const plural = total.requests === 1 ? "" : "s";
+        usageLine.textContent = `${total.requests} model request${plural} · ${total.input_tokens} tokens in, ${total.output_tokens} out · $${Number(total.cost_usd).toFixed(4)}`;
+      }
     }
   };
 }

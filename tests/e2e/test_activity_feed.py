@@ -48,6 +48,7 @@ def claude_code_job(alice, repo) -> str:
             Draft("tool_result", "ls: cannot open", data={"ok": False}),
             Draft("message", "I wrote HELLO.md."),
             Draft("usage", "2 turns, 2400 tokens in, 690 out", data=USAGE),
+            Draft("model_call", "claude-sonnet-4-5: 1200 tokens in, 345 out, $0.0088"),
         ],
     )
     for _ in range(2):  # what the gateway counted
@@ -98,6 +99,9 @@ def test_the_activity_feed_shows_what_the_agent_said_and_did(
     calls.first.locator("summary").click()
     expect(result).to_have_text("File created successfully")
     expect(feed.locator(".act-usage")).to_have_text("2 turns, 2400 tokens in, 690 out")
+    expect(feed.locator(".act-model")).to_have_text(
+        "claude-sonnet-4-5: 1200 tokens in, 345 out, $0.0088"
+    )
     expect(page.locator("[data-role=usage-line]")).to_have_text(
         "2 model requests · 2400 tokens in, 690 out · $0.0176"
     )
