@@ -112,7 +112,7 @@ PRESETS = {
     ],
 )
 def test_each_ai_preset_edits_a_file_through_the_gateway(
-    api, alice, repo, workers, server, backend, name
+    api, alice, bob, repo, workers, server, backend, name
 ):
     preset = PRESETS[name]
     if backend == "docker":
@@ -193,6 +193,13 @@ def test_each_ai_preset_edits_a_file_through_the_gateway(
     assert activity[1][2] == {"ok": True}
     if "message" in preset.activity:
         assert detail["attempts"][0]["summary"]["message"] == "I wrote HELLO.md."
+
+    # Reviewed and merged as any other result.
+    approved = api(bob).post(f"/api/v1/jobs/{public_id}/reviews", {"decision": "approve"})
+    assert approved.status_code == 201 and approved.json()["status"] == "approved"
+    merged = api(bob).post(f"/api/v1/jobs/{public_id}/merge")
+    assert merged.status_code == 200, merged.content
+    assert Job.objects.get(public_id=public_id).status == "merged"
 
 
 def test_an_ai_preset_without_its_teams_credential_is_refused_on_submit(api, alice, repo):
