@@ -77,6 +77,10 @@ if AGENTHUB_CA_BUNDLE and not Path(AGENTHUB_CA_BUNDLE).is_file():
     if "AGENTHUB_CA_BUNDLE" in os.environ:
         raise ImproperlyConfigured(f"AGENTHUB_CA_BUNDLE={AGENTHUB_CA_BUNDLE} is not a file")
     AGENTHUB_CA_BUNDLE = ""  # a host without Debian's bundle: none by default
+# Following upstream (jobs/services/upstream.py): how long a fetch of a repository's source may
+# take, and for how long after one an attempt's preparation does not fetch again.
+AGENTHUB_SYNC_TIMEOUT = env_int("AGENTHUB_SYNC_TIMEOUT", 60, minimum=1, maximum=3600)
+AGENTHUB_SYNC_FRESH_SECONDS = env_int("AGENTHUB_SYNC_FRESH_SECONDS", 5, minimum=0, maximum=86400)
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
 # How many processes uvicorn serves with (daphne serves with one): two answered 20 concurrent
 # clients about a third sooner than one on a 2-core machine (`make bench`, README).

@@ -480,6 +480,24 @@ def merge_job(
 
 
 @api.post(
+    "/repos/{name}/sync",
+    response={200: schemas.Synced, **errors(400, 502)},
+    url_name="api-repo-sync",
+    summary="Fetch the repository's source into AgentHub's copy now (`team/name` if ambiguous)",
+)
+def sync_repo(request: ApiRequest, name: str) -> Any:
+    repository = services.find_repository(request.auth, name)
+    synced = services.sync_repository(repository)
+    repository.refresh_from_db(fields=["last_synced_at"])
+    return {
+        "repo": repository.name,
+        "synced_at": repository.last_synced_at.isoformat() if repository.last_synced_at else None,
+        "moved": synced.moved,
+        "kept": synced.kept,
+    }
+
+
+@api.post(
     "/jobs/{id}/cancel",
     response={202: schemas.Cancelled, **errors(404, 403, 409)},
     url_name="api-job-cancel",

@@ -76,6 +76,13 @@ class Repository(models.Model):
     store_path = models.CharField(max_length=1000, help_text="AgentHub's bare copy.")
     default_branch = models.CharField(max_length=200, default="main")
     created_at = models.DateTimeField(default=timezone.now)
+    # Following upstream (jobs/services/upstream.py): when the store last fetched the source,
+    # why the last try failed ("" when it worked), and how often workers sync it unasked.
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    sync_error = models.CharField(max_length=500, blank=True)
+    sync_interval = models.PositiveIntegerField(
+        default=600, help_text="Seconds between syncs with the source; 0: only before jobs."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "name"], name="repo_name_per_team")]
@@ -376,6 +383,11 @@ class Attempt(models.Model):
     # only for a follow-up attempt after "request changes" (it continues the previous result).
     base_commit = models.CharField(max_length=64)
     start_commit = models.CharField(max_length=64)
+    # When the store was last synced with upstream as this attempt's base was read from its
+    # branch (null: its base was not a branch head, e.g. a commit, or a follow-up's result), and
+    # why that sync failed, if it did (it then ran on the last synced base).
+    base_synced_at = models.DateTimeField(null=True, blank=True)
+    sync_note = models.CharField(max_length=500, blank=True)
     retry_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True)
     # The job's status follows its latest round: the first attempts and their retries are round
     # 1; each follow-up or re-run starts the next (see jobs.services.lifecycle).

@@ -90,6 +90,7 @@ class _Refused(Exception):
 
 
 def _execute(attempt_id: int, workdir: Path) -> None:
+    services.follow_upstream(attempt_id)
     attempt = Attempt.objects.select_related(
         "job__agent", "job__repository", "review__attempt", "review__reviewer"
     ).get(pk=attempt_id)

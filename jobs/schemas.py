@@ -71,6 +71,11 @@ class AttemptOut(Schema):
     status: AttemptStatus
     branch: str
     base_commit: str
+    base_synced_at: Timestamp | None = Field(
+        description="When the store was synced with upstream as the base was read from its "
+        "branch; null when the base was not a branch head (a commit, a follow-up's result)"
+    )
+    sync_note: str = Field(description="Why that sync failed, if it did: the base is older")
     progress: int | None
     progress_message: str
     exit_code: int | None
@@ -92,6 +97,15 @@ class AttemptOut(Schema):
     usage: Usage = Field(description="What the attempt's model requests used, summed")
     summary: dict[str, Any] = Field(
         description="What the agent said it did: an AI agent's closing message, turns and cost"
+    )
+
+
+class Synced(Schema):
+    repo: str
+    synced_at: Timestamp
+    moved: dict[str, str] = Field(description="Branches moved to upstream's head: their commits")
+    kept: list[str] = Field(
+        description="Branches holding merges not yet upstream: left as they are"
     )
 
 

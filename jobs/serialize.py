@@ -19,6 +19,9 @@ def attempt_dict(attempt: Attempt, usage: dict[str, Any] | None = None) -> dict[
         "status": attempt.status,
         "branch": attempt.branch,
         "base_commit": attempt.base_commit,
+        # When the store was synced with upstream as that base was read from its branch.
+        "base_synced_at": _iso(attempt.base_synced_at),
+        "sync_note": attempt.sync_note,
         "progress": attempt.progress,
         "progress_message": attempt.progress_message,
         "exit_code": attempt.exit_code,

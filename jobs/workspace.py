@@ -70,12 +70,17 @@ _FORBIDDEN_IN_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 
 
+def redacted(text: str) -> str:
+    """Credentials in the URLs of `text` hidden."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
 class GitError(Exception):
     def __init__(self, command: list[str], returncode: int | None, stderr: str) -> None:
         self.command = command
         self.returncode = returncode
         self.stderr = stderr
-        shown = _URL_CREDENTIALS.sub(r"\1***@", shlex.join(["git", *command]))
+        shown = redacted(shlex.join(["git", *command]))
         outcome = "timed out" if returncode is None else f"failed with exit code {returncode}"
         super().__init__(f"`{shown}` {outcome}: {stderr.strip() or '(no stderr)'}")
 
@@ -213,7 +218,7 @@ def create_store(source: str, store: Path) -> None:
     """Make a bare copy of `source` holding all its branches and tags."""
     source = _checked_source(source)
     if store.exists():
-        raise FileExistsError(f"Store {store} already exists; use fetch_store to update it.")
+        raise FileExistsError(f"Store {store} already exists; use sync_store to update it.")
     run_git(
         [
             "clone",
@@ -233,11 +238,21 @@ def create_store(source: str, store: Path) -> None:
     run_git(["remote", "remove", "origin"], git_dir=store)
 
 
-def fetch_store(store: Path, source: str) -> None:
-    """Bring the store's branches and tags up to date with `source`.
+@dataclass(frozen=True)
+class Synced:
+    """What a sync did to the store's branches."""
 
-    Nothing is pruned: the store also holds AgentHub's own branches, which the source lacks.
-    """
+    moved: dict[str, str]  # branch -> its new commit (created or fast-forwarded)
+    kept: list[str]  # branches holding commits upstream lacks (merges not pushed yet): left as is
+
+
+UPSTREAM = "refs/upstream/"
+
+
+def sync_store(store: Path, source: str, *, timeout: float) -> Synced:
+    """Fetch `source`'s branches into the store's refs/upstream/* (and its tags), then move each
+    store branch to its upstream head where that is a fast-forward, creating new ones. A branch
+    holding commits upstream lacks, AgentHub's merges not yet pushed, is never moved or lost."""
     source = _checked_source(source)
     run_git(
         [
@@ -246,11 +261,38 @@ def fetch_store(store: Path, source: str) -> None:
             *_remote_command("--upload-pack", source),
             "--",
             source,
-            "+refs/heads/*:refs/heads/*",
+            f"+refs/heads/*:{UPSTREAM}*",
             "+refs/tags/*:refs/tags/*",
         ],
         git_dir=store,
+        timeout=timeout,
     )
+    listed = run_git(
+        ["for-each-ref", "--format=%(objectname) %(refname)", UPSTREAM, "refs/heads/"],
+        git_dir=store,
+    )
+    upstream, local = {}, {}
+    for line in _text(listed.stdout).splitlines():
+        commit, _, ref = line.partition(" ")
+        if ref.startswith(UPSTREAM):
+            upstream[ref.removeprefix(UPSTREAM)] = commit
+        else:
+            local[ref.removeprefix("refs/heads/")] = commit
+    moved, kept = {}, []
+    for branch, head in sorted(upstream.items()):
+        mine = local.get(branch)
+        if mine == head:
+            continue
+        if mine is None or is_ancestor(store, mine, head):
+            # Compare-and-swap: a merge that moved the branch meanwhile wins.
+            run_git(
+                ["update-ref", "-m", "agenthub sync", f"refs/heads/{branch}", head, mine or ""],
+                git_dir=store,
+            )
+            moved[branch] = head
+        else:
+            kept.append(branch)
+    return Synced(moved, kept)
 
 
 def _checked_source(source: str) -> str:

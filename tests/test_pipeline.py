@@ -58,7 +58,9 @@ def test_job_waits_queued_without_a_worker_then_runs_to_needs_review(api, alice,
     seqs = [e["seq"] for e in events_of(client, public_id)]
     assert seqs == list(range(1, len(seqs) + 1))
     texts = [e["text"] for e in events_of(client, public_id)]
-    assert texts[:3] == ["queued", "preparing", "running"]
+    assert texts[:2] == ["queued", "preparing"]
+    assert texts[2].startswith("base: main at ")  # upstream's head as fetched (test_upstream)
+    assert texts[3] == "running"
     assert "done" in texts
     assert texts[-1] == "succeeded"
     patch = client.get(f"/api/v1/jobs/{public_id}/diff")
@@ -273,7 +275,7 @@ def test_report_only_agent_ends_no_changes_with_its_report(api, alice, repo, wor
             "def test_greet():\n    assert greet() == 'hello'\n"
         },
     )
-    workspace.fetch_store(Path(repo.store_path), repo.source)
+    workspace.sync_store(Path(repo.store_path), repo.source, timeout=60)
     client = api(alice)
     public_id = run_job(client, workers, "run the tests", agent="pytest")
     texts = "\n".join(e["text"] for e in events_of(client, public_id))

@@ -153,9 +153,18 @@ def test_code_changes_wait_for_review_and_a_silent_conflict_waits_too(alice, tea
         alice, repo="demo", agent="docs", prompt="echo '# x' > README.md && echo x >> app.py"
     )
     first = services.submit_job(alice, repo="demo", agent="docs", prompt="echo one > notes.md")
-    second = services.submit_job(alice, repo="demo", agent="docs", prompt="echo two > notes.md")
+    # The others start from the commit main has now, not from main's head when they are
+    # prepared (which would hold the first's merge by then).
+    base = first.base_commit
+    second = services.submit_job(
+        alice, repo="demo", agent="docs", prompt="echo two > notes.md", base_ref=base
+    )
     third = services.submit_job(
-        alice, repo="demo", agent="docs", prompt="mkdir docs && echo three > docs/three.txt"
+        alice,
+        repo="demo",
+        agent="docs",
+        prompt="mkdir docs && echo three > docs/three.txt",
+        base_ref=base,
     )
     workers.burst()
 

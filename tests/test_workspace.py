@@ -24,7 +24,6 @@ from jobs.workspace import (
     create_store,
     default_branch,
     diff,
-    fetch_store,
     is_ancestor,
     merge,
     prepare_workspace,
@@ -32,6 +31,7 @@ from jobs.workspace import (
     resolve_commit,
     run_git,
     snapshot,
+    sync_store,
     validate_ref_name,
 )
 
@@ -250,7 +250,7 @@ def test_git_error_hides_credentials_in_urls() -> None:
     assert "https://***@example.com/repo.git" in str(error)
 
 
-# create_store, fetch_store
+# create_store, sync_store
 
 
 def refs_of(store: Path) -> set[str]:
@@ -287,7 +287,7 @@ def test_create_store_refuses_a_source_that_looks_like_an_option(tmp_path: Path)
 
 
 def test_create_store_refuses_an_existing_store(store: Path, source: Path) -> None:
-    with pytest.raises(FileExistsError, match="fetch_store"):
+    with pytest.raises(FileExistsError, match="sync_store"):
         create_store(str(source), store)
 
 
@@ -300,28 +300,50 @@ def test_create_store_refuses_command_running_transports(tmp_path: Path) -> None
     assert not marker.exists()
 
 
-def test_fetch_store_brings_new_branches_commits_and_tags(store: Path, source: Path) -> None:
+def test_sync_store_brings_new_branches_commits_and_tags(store: Path, source: Path) -> None:
     (source / "README.md").write_text("newer\n")
     newer = commit_all(source, "newer")
     plain_git(source, "branch", "hotfix")
     plain_git(source, "tag", "v2.0")
 
-    fetch_store(store, str(source))
+    sync_store(store, str(source), timeout=60)
 
     assert resolve_commit(store, "main") == newer
     assert resolve_commit(store, "hotfix") == newer
     assert resolve_commit(store, "v2.0") == newer
 
 
-def test_fetch_store_keeps_agenthub_branches(
+def test_sync_store_keeps_agenthub_branches(
     store: Path, source: Path, agent_workspace: Path, base: str
 ) -> None:
     (agent_workspace / "README.md").write_text("agent\n")
     commit = take_snapshot(store, agent_workspace, base)
 
-    fetch_store(store, str(source))
+    synced = sync_store(store, str(source), timeout=60)
 
     assert resolve_commit(store, BRANCH) == commit
+    assert synced.moved == {} and synced.kept == []
+
+
+def test_sync_store_never_moves_a_branch_holding_merges_not_yet_upstream(
+    store: Path, source: Path
+) -> None:
+    """Upstream moves on while the store's main holds a merge nobody pushed: the merge stays,
+    upstream's head is kept apart under refs/upstream/, and other branches still follow."""
+    plain_git(source, "branch", "dev")
+    sync_store(store, str(source), timeout=60)
+    merged = plain_git(store, "commit-tree", "-p", "main", "-m", "merge", "main^{tree}")
+    plain_git(store, "update-ref", "refs/heads/main", merged)
+    (source / "README.md").write_text("upstream moved\n")
+    upstream = commit_all(source, "upstream moved")
+    plain_git(source, "branch", "-f", "dev", upstream)
+
+    synced = sync_store(store, str(source), timeout=60)
+
+    assert synced.moved == {"dev": upstream} and synced.kept == ["main"]
+    assert resolve_commit(store, "main") == merged
+    assert resolve_commit(store, "refs/upstream/main") == upstream
+    assert resolve_commit(store, "dev") == upstream
 
 
 # resolve_commit, default_branch, is_ancestor
@@ -575,7 +597,7 @@ def test_diff_hash_is_stable_and_follows_the_patch(
 def advance_upstream(store: Path, source: Path, name: str, text: str) -> str:
     (source / name).write_text(text)
     commit = commit_all(source, f"upstream changes {name}")
-    fetch_store(store, str(source))
+    sync_store(store, str(source), timeout=60)
     return commit
 
 
@@ -752,7 +774,7 @@ def test_a_poisoned_source_never_runs_anything_in_the_core(
 
     store = tmp_path / "store.git"
     create_store(str(source), store)
-    fetch_store(store, f"file://{source}")
+    sync_store(store, f"file://{source}", timeout=60)
     base = resolve_commit(store, "main")
     agent_workspace = tmp_path / "workspace"
     prepare_workspace(store, base, BRANCH, agent_workspace)

@@ -5,6 +5,7 @@ these verbs, never the modules' internals.
 
 - audit: the chained audit trail's writers
 - repositories: registering a repository, resolving refs in its store
+- upstream: syncing a store with its source, and an attempt's base with upstream's head
 - submission: submit_job, submit_jobs (a group of submits in one transaction)
 - dispatch: handing attempts to RQ within each team's limit
 - lifecycle: an attempt's transitions and the job status they derive; cancel, re-run
@@ -27,10 +28,11 @@ from jobs.services.lifecycle import (
 )
 from jobs.services.merge import merge_job
 from jobs.services.reconcile import REDELIVER_AFTER, reconcile
-from jobs.services.repositories import register_repository
+from jobs.services.repositories import find_repository, register_repository
 from jobs.services.results import approvals, result_attempt
 from jobs.services.review import review_job
 from jobs.services.submission import MAX_ATTEMPTS, Submission, submit_job, submit_jobs
+from jobs.services.upstream import SyncFailed, follow_upstream, sync_due, sync_repository
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -41,7 +43,9 @@ __all__ = [
     "cancel_job",
     "claim_attempt",
     "dispatch",
+    "find_repository",
     "finish_attempt",
+    "follow_upstream",
     "heartbeat",
     "mark_running",
     "merge_job",
@@ -54,4 +58,7 @@ __all__ = [
     "submit_job",
     "submit_jobs",
     "Submission",
+    "sync_due",
+    "sync_repository",
+    "SyncFailed",
 ]

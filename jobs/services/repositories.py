@@ -8,8 +8,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from jobs import workspace
+from jobs import access, workspace
 from jobs.errors import BadInput
 from jobs.models import Repository, Team
 from jobs.services.audit import audit
@@ -35,6 +36,7 @@ def register_repository(
             push_url=push_url,
             store_path=str(store),
             default_branch=workspace.default_branch(store),
+            last_synced_at=timezone.now(),
         )
         audit(actor, "repository.register", team=team, target=name, source=source)
     return repo
@@ -50,6 +52,26 @@ def _normalise_source(source: str) -> str:
     if not path.exists():
         raise BadInput(f"No such path: {path}", field="source")
     return str(path)
+
+
+def find_repository(user: Any, name: str) -> Repository:
+    """One of the user's teams' repositories by name (`team/name` when several have it)."""
+    if not name:
+        raise BadInput("Name the repository to work on.", field="repo")
+    team_name, _, repo_name = name.rpartition("/")
+    found = Repository.objects.filter(team__in=access.teams(user), name=repo_name).select_related(
+        "team"
+    )
+    if team_name:
+        found = found.filter(team__name=team_name)
+    matches = list(found[:2])
+    if not matches:
+        raise BadInput(f"Unknown repository {name!r} in your teams.", field="repo")
+    if len(matches) > 1:
+        raise BadInput(
+            f"Several of your teams have {name!r}; write it as team/{repo_name}.", field="repo"
+        )
+    return matches[0]
 
 
 def resolve_ref(repository: Repository, ref: str) -> workspace.Ref:

@@ -18,14 +18,14 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q
 
 from gateway.models import ModelCredential
-from jobs import access, workspace
+from jobs import workspace
 from jobs.errors import BadInput, ServiceError, TooLarge
 from jobs.models import Agent, Attempt, AuditEntry, Job, JobStatus, Repository, Team
 from jobs.services.announce import announce_submitted
 from jobs.services.audit import append, audit_entry
 from jobs.services.dispatch import dispatch
 from jobs.services.lifecycle import queued_attempts
-from jobs.services.repositories import resolve_ref
+from jobs.services.repositories import find_repository, resolve_ref
 from jobs.validation import check_http_url
 
 MAX_ATTEMPTS = 5
@@ -98,7 +98,7 @@ class _Lookups:
     def repository(self, user: Any, name: str) -> Repository:
         key = (user.pk, name)
         if key not in self._repositories:
-            self._repositories[key] = _find_repository(user, name)
+            self._repositories[key] = find_repository(user, name)
         return self._repositories[key]
 
     def agent(self, team: Team, name: str) -> Agent:
@@ -184,25 +184,6 @@ def _submitted(job: Job) -> AuditEntry:
 
 def _latest(attempts: list[Attempt], job: Job) -> Attempt:
     return max((a for a in attempts if a.job_id == job.pk), key=lambda a: a.number)
-
-
-def _find_repository(user: Any, name: str) -> Repository:
-    if not name:
-        raise BadInput("Name the repository to work on.", field="repo")
-    team_name, _, repo_name = name.rpartition("/")
-    found = Repository.objects.filter(team__in=access.teams(user), name=repo_name).select_related(
-        "team"
-    )
-    if team_name:
-        found = found.filter(team__name=team_name)
-    matches = list(found[:2])
-    if not matches:
-        raise BadInput(f"Unknown repository {name!r} in your teams.", field="repo")
-    if len(matches) > 1:
-        raise BadInput(
-            f"Several of your teams have {name!r}; write it as team/{repo_name}.", field="repo"
-        )
-    return matches[0]
 
 
 def _find_agent(team: Team, name: str) -> Agent:

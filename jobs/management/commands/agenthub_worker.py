@@ -95,6 +95,9 @@ def _reconcile_forever(stop: threading.Event, scheduler: RQScheduler) -> None:
             found = services.reconcile()
             if found["lost"]:
                 log.warning("lost attempts: %s; retried as %s", found["lost"], found["retried"])
+            failed = services.sync_due()
+            if failed:
+                log.warning("could not sync with upstream: %s", ", ".join(failed))
             # One worker at a time holds the lock of each queue's schedule.
             if scheduler.acquire_locks():
                 scheduler.enqueue_scheduled_jobs()
