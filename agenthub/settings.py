@@ -77,6 +77,10 @@ if AGENTHUB_CA_BUNDLE and not Path(AGENTHUB_CA_BUNDLE).is_file():
     if "AGENTHUB_CA_BUNDLE" in os.environ:
         raise ImproperlyConfigured(f"AGENTHUB_CA_BUNDLE={AGENTHUB_CA_BUNDLE} is not a file")
     AGENTHUB_CA_BUNDLE = ""  # a host without Debian's bundle: none by default
+# Who commits AgentHub's result and merge commits (jobs/authorship.py); the submitter and the
+# approvers are named in their trailers.
+AGENTHUB_GIT_NAME = env_str("AGENTHUB_GIT_NAME", "AgentHub")
+AGENTHUB_GIT_EMAIL = env_str("AGENTHUB_GIT_EMAIL", "agenthub@localhost")
 # Following upstream (jobs/services/upstream.py): how long a fetch of a repository's source may
 # take, and for how long after one an attempt's preparation does not fetch again.
 AGENTHUB_SYNC_TIMEOUT = env_int("AGENTHUB_SYNC_TIMEOUT", 60, minimum=1, maximum=3600)

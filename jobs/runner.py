@@ -27,7 +27,7 @@ from egress.policy import Egress
 from egress.proxy import Door
 from gateway.models import Grant
 from gateway.vault import Unopened
-from jobs import activity, events, services, workspace
+from jobs import activity, authorship, events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
@@ -92,7 +92,7 @@ class _Refused(Exception):
 def _execute(attempt_id: int, workdir: Path) -> None:
     services.follow_upstream(attempt_id)
     attempt = Attempt.objects.select_related(
-        "job__agent", "job__repository", "review__attempt", "review__reviewer"
+        "job__agent", "job__repository", "job__submitter", "review__attempt", "review__reviewer"
     ).get(pk=attempt_id)
     agent = attempt.job.agent
     store = Path(attempt.job.repository.store_path)
@@ -354,17 +354,15 @@ def _finish(
     summary: dict[str, Any],
 ) -> None:
     """Commit whatever the agent left, even after a timeout or cancel (marked partial)."""
-    message = (
-        f"AgentHub job {attempt.job.public_id} attempt {attempt.number}\n\n{attempt.job.title}"
-    )
     skipped: list[str] = []
     commit = workspace.snapshot(
         store,
         ws,
         attempt.start_commit,
         attempt.branch,
-        message,
+        authorship.result_message(attempt.job, attempt),
         index_file=workdir / "index",
+        identity=authorship.identity(),
         on_skipped=skipped.extend,
     )
     if skipped:

@@ -578,9 +578,12 @@ def merge(
     message: str,
     *,
     identity: tuple[str, str] | None = None,
+    trailers: list[str] | None = None,
 ) -> MergeResult:
     """Merge `commit` into `target_branch` inside the bare store, without a working tree.
 
+    `trailers` end the merge commit's `message`; on a fast-forward, `commit` is first rewritten
+    with them added to its own message (same tree and parents), so what lands says them too.
     On conflict nothing moves. The target only ever moves by compare-and-swap against the tip
     read here, so a concurrent merge raises GitError instead of being lost.
     """
@@ -591,6 +594,8 @@ def merge(
     if is_ancestor(store, commit, tip):
         return MergeResult(commit=tip, conflicts=[], fast_forward=True)
     if is_ancestor(store, tip, commit):
+        if trailers:
+            commit = _rewritten(store, commit, trailers, identity)
         _move_ref(store, target, commit, tip)
         return MergeResult(commit=commit, conflicts=[], fast_forward=True)
     args = ["merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", tip, commit]
@@ -600,9 +605,29 @@ def merge(
     tree, *conflicts = [_text(field) for field in result.stdout.split(b"\0") if field]
     if result.returncode == 1:
         return MergeResult(commit=None, conflicts=conflicts, fast_forward=False)
-    merged = _commit_tree(store, tree, [tip, commit], message, identity)
+    merged = _commit_tree(store, tree, [tip, commit], add_trailers(message, trailers), identity)
     _move_ref(store, target, merged, tip)
     return MergeResult(commit=merged, conflicts=[], fast_forward=False)
+
+
+def add_trailers(message: str, trailers: list[str] | None) -> str:
+    """`message` with `trailers` added to its closing trailer block (or as a new one)."""
+    if not trailers:
+        return message
+    message = message.rstrip("\n")
+    last = message.rsplit("\n\n", 1)[-1]
+    joined = "\n" if last and all(":" in line for line in last.splitlines()) else "\n\n"
+    return message + joined + "\n".join(trailers) + "\n"
+
+
+def _rewritten(
+    store: Path, commit: str, trailers: list[str], identity: tuple[str, str] | None
+) -> str:
+    """`commit` again with `trailers` added to its message: same tree, same parents."""
+    shown = run_git(["log", "-1", "--format=%T %P%x00%B", commit], git_dir=store).stdout
+    header, _, message = _text(shown).partition("\0")
+    tree, *parents = header.split()
+    return _commit_tree(store, tree, parents, add_trailers(message, trailers), identity)
 
 
 def _move_ref(store: Path, ref: str, new: str, old: str) -> None:

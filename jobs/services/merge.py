@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import access, workspace
+from jobs import access, authorship, workspace
 from jobs.errors import Conflict
 from jobs.models import Attempt, Decision, Job, JobStatus
 from jobs.services.announce import announce
@@ -36,11 +36,12 @@ def merge_job(user: Any, job: Job, *, attempt: int | None = None) -> str:
             raise Conflict(
                 f"Attempt {target.number} has {have} of {need} approvals for its current diff."
             )
+        approving = target.reviews.filter(decision=Decision.APPROVE, diff_hash=target.diff_hash)
         approvers = sorted(
-            {r.reviewer.get_username() for r in target.reviews.filter(decision=Decision.APPROVE)}
+            {r.reviewer for r in approving.select_related("reviewer")}, key=lambda u: u.pk
         )
         result = _merge_result(
-            user, job, target, "Approved-by: " + ", ".join(approvers), attempt=target.number
+            user, job, target, "", authorship.approved_by(approvers), attempt=target.number
         )
     if result.conflicts:
         raise Conflict(
@@ -76,6 +77,7 @@ def merge_silently(job: Job) -> bool:
         target,
         f"Merged without review: every changed path matches agent {agent.name}'s silent-merge "
         "policy.",
+        [],
         attempt=target.number,
         silent=True,
         policy=agent.silent_merge_patterns,
@@ -87,13 +89,22 @@ def merge_silently(job: Job) -> bool:
 
 
 def _merge_result(
-    actor: Any, job: Job, target: Attempt, trailer: str, **data: Any
+    actor: Any, job: Job, target: Attempt, note: str, approved: list[str], **data: Any
 ) -> workspace.MergeResult:
     """Merge the attempt's result into the job's branch in the store, inside the caller's
-    transaction holding the job's row: MERGED with the commit, or CONFLICT with the files."""
-    message = f"Merge AgentHub job {job.public_id}: {job.title}\n\n{trailer}"
+    transaction holding the job's row: MERGED with the commit, or CONFLICT with the files.
+    What lands names the approvers (authorship), a merge commit and a fast-forward alike."""
+    said = f"{note}\n\n" if note else ""
+    message = (
+        f"Merge AgentHub job {job.public_id}: {job.title}\n\n{said}AgentHub-Job: {job.public_id}\n"
+    )
     result = workspace.merge(
-        Path(job.repository.store_path), job.target_branch, target.result_commit, message
+        Path(job.repository.store_path),
+        job.target_branch,
+        target.result_commit,
+        message,
+        identity=authorship.identity(),
+        trailers=approved,
     )
     before = job.status
     if result.conflicts:
