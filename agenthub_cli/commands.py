@@ -302,8 +302,14 @@ def cmd_merge(client: Client, args: argparse.Namespace) -> int:
         return 1
     if args.json:
         out_json(merged)
-    else:
-        out(clean(str(merged["commit"])))
+        return 0
+    out(clean(str(merged["commit"])))
+    push = merged.get("push") or {}
+    if push.get("status") == "failed":
+        err(f"push failed: {clean(str(push.get('detail', '')))} (retry: POST .../push)")
+        return 1
+    if push:
+        print(clean(str(push.get("detail", ""))), file=sys.stderr)
     return 0
 
 

@@ -33,7 +33,7 @@ from jobs.api_agents import router as agents_router
 from jobs.errors import BadInput, Forbidden, NotFound, ServiceError, TooLarge, Unauthorized
 from jobs.group_commit import GroupCommit
 from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Job, JobStatus
-from jobs.serialize import job_detail, job_summary
+from jobs.serialize import job_detail, job_summary, push_dict
 
 WAIT_MAX_SECONDS = 60
 SSE_POLL_SECONDS = 0.25
@@ -476,7 +476,19 @@ def merge_job(
 ) -> Any:
     job = access.get_job(request.auth, id)
     commit = services.merge_job(request.auth, job, attempt=data.attempt if data else None)
-    return {"commit": commit, "status": JobStatus.MERGED}
+    job.refresh_from_db()
+    return {"commit": commit, "status": JobStatus.MERGED, "push": push_dict(job)}
+
+
+@api.post(
+    "/jobs/{id}/push",
+    response={200: schemas.Push, **errors(404, 403, 409)},
+    url_name="api-job-push",
+    summary="Push a merged job's branch upstream again (after a failure)",
+)
+def push_job(request: ApiRequest, id: str) -> Any:
+    job = services.push_job(request.auth, access.get_job(request.auth, id))
+    return push_dict(job)
 
 
 @api.post(

@@ -106,6 +106,13 @@ class PromptFormat(models.TextChoices):
     TEXT = "text", "text (a review is added as plain text)"
 
 
+class PushStatus(models.TextChoices):
+    PENDING = "pending"
+    PUSHED = "pushed"
+    FAILED = "failed"
+    NOT_CONFIGURED = "not_configured", "kept in AgentHub, not pushed"
+
+
 class OutputFormat(models.TextChoices):
     """How an agent's output is read into activity events (jobs/activity.py READERS)."""
 
@@ -333,6 +340,11 @@ class Job(models.Model):
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
     merge_commit = models.CharField(max_length=64, blank=True)
     conflicts = models.JSONField(default=list, blank=True)
+    # Whether the merge left AgentHub (jobs/services/merge.py): empty until merged, then
+    # pushed, failed (retry from the page or the API) or not_configured (no push URL).
+    push_status = models.CharField(max_length=16, choices=PushStatus.choices, blank=True)
+    push_at = models.DateTimeField(null=True, blank=True)
+    push_detail = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -7,7 +7,7 @@ tests/test_openapi.py fails when the two drift apart."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
 from pydantic import WithJsonSchema
@@ -18,6 +18,12 @@ from jobs.services import MAX_ATTEMPTS
 # Numbers and switches in bodies are strict: "3" or true is not a number, "yes" not a switch.
 # Timestamps are ISO 8601 strings, written by jobs/serialize.py exactly as the realtime messages.
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class Push(Schema):
+    status: Literal["pending", "pushed", "failed", "not_configured"]
+    at: Timestamp | None
+    detail: str = Field(description="Where it went, or why it did not")
 
 
 class Error(Schema):
@@ -151,6 +157,10 @@ class JobSummary(Schema):
     progress_message: str
     merge_commit: str | None
     conflicts: list[str]
+    push: Push | None = Field(
+        description="Whether the merge left AgentHub (null until merged); pushed, failed or "
+        "not_configured (kept in AgentHub, not pushed)"
+    )
     created_at: Timestamp | None
     updated_at: Timestamp | None
     finished_at: Timestamp | None
@@ -221,6 +231,7 @@ class MergeIn(Schema):
 class Merged(Schema):
     commit: str
     status: JobStatus
+    push: Push | None
 
 
 class Cancelled(Schema):

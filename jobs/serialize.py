@@ -49,6 +49,13 @@ def attempt_dict(attempt: Attempt, usage: dict[str, Any] | None = None) -> dict[
     }
 
 
+def push_dict(job: Job) -> dict[str, Any] | None:
+    """Whether a merged job left AgentHub; null until it is merged."""
+    if not job.push_status:
+        return None
+    return {"status": job.push_status, "at": _iso(job.push_at), "detail": job.push_detail}
+
+
 def job_summary(job: Job, latest: Attempt | None = None) -> dict[str, Any]:
     latest = latest or job.attempts.order_by("-number").first()
     return {
@@ -67,6 +74,7 @@ def job_summary(job: Job, latest: Attempt | None = None) -> dict[str, Any]:
         "progress_message": latest.progress_message if latest else "",
         "merge_commit": job.merge_commit or None,
         "conflicts": job.conflicts,
+        "push": push_dict(job),
         "created_at": _iso(job.created_at),
         "updated_at": _iso(job.updated_at),
         "finished_at": _iso(job.finished_at),

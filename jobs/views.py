@@ -336,6 +336,12 @@ def rerun_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     return _act(request, public_id, services.rerun_job)
 
 
+@login_required
+@require_POST
+def push_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, services.push_job)
+
+
 def _act(
     request: HtmxHttpRequest, public_id: str, action: Callable[[Any, Job], object]
 ) -> HttpResponse:

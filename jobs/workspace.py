@@ -85,6 +85,17 @@ class GitError(Exception):
         super().__init__(f"`{shown}` {outcome}: {stderr.strip() or '(no stderr)'}")
 
 
+def reason(exc: Exception) -> str:
+    """What went wrong, for a person: git's own last words (not the command line, whose
+    hardening options say nothing to them), credentials hidden."""
+    if not isinstance(exc, GitError):
+        return str(exc)[:300]
+    if exc.returncode is None:
+        return "timed out"
+    said = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
+    return redacted("; ".join(said[:3]) or str(exc))[:300]
+
+
 class InvalidRef(ValueError):
     pass
 
@@ -632,6 +643,25 @@ def _rewritten(
 
 def _move_ref(store: Path, ref: str, new: str, old: str) -> None:
     run_git(["update-ref", "-m", "agenthub merge", ref, new, old], git_dir=store)
+
+
+def fetch_branch(store: Path, url: str, branch: str) -> str:
+    """`branch`'s head at `url`, fetched into the store (refs/agenthub/pushed/<branch>)."""
+    url = _checked_source(url)
+    validate_ref_name(branch)
+    ref = f"refs/agenthub/pushed/{branch}"
+    run_git(
+        [
+            "fetch",
+            "--no-tags",
+            *_remote_command("--upload-pack", url),
+            "--",
+            url,
+            f"+refs/heads/{branch}:{ref}",
+        ],
+        git_dir=store,
+    )
+    return resolve_commit(store, ref)
 
 
 def push(store: Path, url: str, branch: str) -> None:

@@ -26,7 +26,7 @@ from jobs.services.lifecycle import (
     record_progress,
     rerun_job,
 )
-from jobs.services.merge import merge_job
+from jobs.services.merge import merge_job, push_job
 from jobs.services.reconcile import REDELIVER_AFTER, reconcile
 from jobs.services.repositories import find_repository, register_repository
 from jobs.services.results import approvals, result_attempt
@@ -49,6 +49,7 @@ __all__ = [
     "heartbeat",
     "mark_running",
     "merge_job",
+    "push_job",
     "reconcile",
     "record_progress",
     "register_repository",

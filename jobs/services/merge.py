@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from jobs import access, authorship, workspace
 from jobs.errors import Conflict
-from jobs.models import Attempt, Decision, Job, JobStatus
-from jobs.services.announce import announce
+from jobs.models import Attempt, Decision, Job, JobStatus, PushStatus
+from jobs.services.announce import announce, publish
 from jobs.services.audit import audit
 from jobs.services.results import approvals, result_attempt
 
@@ -153,20 +153,65 @@ def _refuse_escaping_paths(user: Any, job: Job, number: int | None) -> None:
 
 
 def _push(user: Any, job: Job) -> None:
-    push_url = job.repository.push_url
-    if not push_url:
+    """Push the job's branch upstream and record how it went on the job. Upstream having moved
+    on (a non-fast-forward refusal) is met by merging its new head into the branch, when that
+    merges cleanly, and pushing once more: never a forced push."""
+    repository = job.repository
+    if not repository.push_url:
+        _pushed(job, PushStatus.NOT_CONFIGURED, "kept in AgentHub, not pushed: no push URL")
         return
+    store, url = Path(repository.store_path), repository.push_url
+    shown = workspace.redacted(url)
     try:
-        workspace.push(Path(job.repository.store_path), push_url, job.target_branch)
-    except workspace.GitError as exc:
-        audit(user, "job.push_failed", job=job, url=push_url, error=str(exc)[:500])
-        log.warning("push of %s to %s failed: %s", job.public_id, push_url, exc)
-    else:
-        audit(
-            user,
-            "job.push",
-            job=job,
-            url=push_url,
-            branch=job.target_branch,
-            commit=job.merge_commit,
+        try:
+            workspace.push(store, url, job.target_branch)
+        except workspace.GitError as exc:
+            if not _refused_as_behind(exc):
+                raise
+            _merge_pushed_head(job, store, url)
+            workspace.push(store, url, job.target_branch)
+    except (workspace.GitError, ValueError) as exc:
+        reason = workspace.reason(exc)
+        _pushed(job, PushStatus.FAILED, reason)
+        audit(user, "job.push_failed", job=job, url=shown, error=reason)
+        log.warning("push of %s to %s failed: %s", job.public_id, shown, reason)
+        return
+    branch = job.target_branch
+    _pushed(job, PushStatus.PUSHED, f"pushed to {branch} at {shown}")
+    audit(user, "job.push", job=job, url=shown, branch=branch, commit=job.merge_commit)
+
+
+def push_job(user: Any, job: Job) -> Job:
+    """Try a merged job's push again (after a failure, or once a push URL is set)."""
+    access.require_reviewer(user, job)
+    if job.status != JobStatus.MERGED:
+        raise Conflict(f"Job {job.public_id} is {job.status}; only a merged job is pushed.")
+    _push(user, job)
+    job.refresh_from_db()
+    return job
+
+
+def _pushed(job: Job, status: str, detail: str) -> None:
+    job.push_status, job.push_at, job.push_detail = status, timezone.now(), detail[:500]
+    Job.objects.filter(pk=job.pk).update(
+        push_status=job.push_status, push_at=job.push_at, push_detail=job.push_detail
+    )
+    publish(job)  # the pages that showed the merge show where it went
+
+
+def _refused_as_behind(exc: workspace.GitError) -> bool:
+    return any(sign in exc.stderr for sign in ("non-fast-forward", "fetch first", "[rejected]"))
+
+
+def _merge_pushed_head(job: Job, store: Path, url: str) -> None:
+    """The branch moved on where we push: fetch its head there and merge it into ours."""
+    head = workspace.fetch_branch(store, url, job.target_branch)
+    message = f"Merge upstream {job.target_branch} into AgentHub job {job.public_id}'s merge\n"
+    merged = workspace.merge(
+        store, job.target_branch, head, message, identity=authorship.identity()
+    )
+    if merged.conflicts:
+        raise ValueError(
+            f"upstream's {job.target_branch} moved on and conflicts with the merge in "
+            f"{', '.join(merged.conflicts)}; the merge is kept in AgentHub"
         )

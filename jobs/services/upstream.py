@@ -38,7 +38,7 @@ def sync_repository(repository: Repository) -> workspace.Synced:
                 store, repository.source, timeout=settings.AGENTHUB_SYNC_TIMEOUT
             )
         except (workspace.GitError, ValueError) as exc:
-            reason = _reason(exc)
+            reason = workspace.reason(exc)
             Repository.objects.filter(pk=repository.pk).update(sync_error=reason)
             raise SyncFailed(f"Could not fetch {repository.name}'s source: {reason}") from exc
         with transaction.atomic():
@@ -112,15 +112,6 @@ def follow_upstream(attempt_id: int) -> None:
             attempt_id,
             [events.Draft("warning", note) if note else events.Draft("notice", said)],
         )
-
-
-def _reason(exc: Exception) -> str:
-    """What git said, without the command line (its hardening options say nothing to a user)."""
-    if isinstance(exc, workspace.GitError):
-        said = "; ".join(line.strip() for line in exc.stderr.splitlines() if line.strip())
-        outcome = "timed out" if exc.returncode is None else said or "git fetch failed"
-        return workspace.redacted(outcome)[:300]
-    return str(exc)[:300]
 
 
 @contextlib.contextmanager

@@ -163,11 +163,16 @@ def test_bob_is_alerted_opens_the_review_from_the_alert_approves_and_merges_as_a
     expect(bob_page.locator("#review-panel .chip[data-role=status]")).to_have_text("Approved")
     bob_page.click("#review-panel [data-role=merge]")
     expect(bob_page.locator("#review-panel .chip[data-role=status]")).to_have_text("Merged")
-    expect(bob_page.locator("#review-panel .ok")).to_contain_text("Merged into main")
+    expect(bob_page.locator("#review-panel [data-role=merged]")).to_contain_text("Merged into main")
+    expect(bob_page.locator("#review-panel [data-role=push]")).to_contain_text(
+        "Pushed: pushed to main"
+    )
 
     expect(alice_page.locator(".job-head [data-role=status]")).to_have_text("Merged")
     expect(alice_page.locator("#review-panel .chip[data-role=status]")).to_have_text("Merged")
-    expect(alice_page.locator("#review-panel .ok")).to_contain_text("Merged into main")
+    expect(alice_page.locator("#review-panel [data-role=merged]")).to_contain_text(
+        "Merged into main"
+    )
     assert alice_page.evaluate("() => window.__e2eNotReloaded") is True
 
 
