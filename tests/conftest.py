@@ -254,15 +254,20 @@ def job_status(public_id: str) -> str:
     return Job.objects.get(public_id=public_id).status
 
 
-def processes_of(uid: int) -> list[int]:
-    """PIDs of processes whose real uid is `uid` (used to prove sandboxes leave nothing)."""
+def processes_of(uid: int, job: str = "") -> list[int]:
+    """PIDs of processes whose real uid is `uid` (used to prove sandboxes leave nothing), and,
+    given a job, that run for it: the test processes' databases number attempts alike, so
+    another test's sandbox may have the same uid."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes() if job else b""
         except OSError:
+            continue
+        if job and f"AGENTHUB_JOB_ID={job}".encode() not in environ.split(b"\0"):
             continue
         for line in status.splitlines():
             if line.startswith("Uid:") and int(line.split()[1]) == uid:

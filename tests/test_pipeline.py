@@ -194,7 +194,7 @@ def test_timeout_kills_everything_and_keeps_partial_work(api, alice, team, repo,
     assert (attempt.finished_at - attempt.started_at).total_seconds() < 15
     assert attempt.partial
     assert [f["path"] for f in attempt.files] == ["partial.txt"]
-    assert processes_of(attempt.card["uid"]) == []
+    assert processes_of(attempt.card["uid"], public_id) == []
     assert job_status(public_id) == "failed"
 
 
@@ -208,6 +208,9 @@ def test_cancel_stops_a_running_job_and_keeps_partial_work(api, alice, repo, wor
         lambda: any(e["text"] == "started" for e in events_of(client, public_id)),
         what="the job to start",
     )
+    running = Attempt.objects.get(job__public_id=public_id)
+    # Positive control: the job's sleep is seen, by its uid and its job.
+    wait_for(lambda: processes_of(running.card["uid"], public_id) != [], what="its sandbox")
 
     assert client.post(f"/api/v1/jobs/{public_id}/cancel").status_code == 202
 
@@ -215,7 +218,7 @@ def test_cancel_stops_a_running_job_and_keeps_partial_work(api, alice, repo, wor
     attempt = Attempt.objects.get(job__public_id=public_id)
     assert attempt.status == "cancelled"
     assert attempt.partial and [f["path"] for f in attempt.files] == ["partial.txt"]
-    assert processes_of(attempt.card["uid"]) == []
+    assert processes_of(attempt.card["uid"], public_id) == []
     assert AuditEntry.objects.filter(action="job.cancel", actor=alice).count() == 1
 
 
@@ -237,7 +240,11 @@ def test_a_killed_worker_loses_its_attempt_which_is_retried(api, alice, repo, wo
 
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    wait_for(lambda: processes_of(first.card["uid"]) == [], timeout=10, what="the sandbox to die")
+    wait_for(
+        lambda: processes_of(first.card["uid"], public_id) == [],
+        timeout=10,
+        what="the sandbox to die",
+    )
     workers.start()
 
     wait_for(lambda: Attempt.objects.get(pk=first.pk).status == "lost", timeout=120, what="lost")
