@@ -32,6 +32,7 @@ TERMINAL_ATTEMPT = frozenset({"succeeded", "failed", "timed_out", "cancelled", "
 # Job states `wait` ends on with exit code 0 (see exit_status for the others).
 SETTLED_OK = frozenset({"needs_review", "approved", "merged", "no_changes"})
 WAIT_POLL_SECONDS = 30
+FINDINGS_EXIT = 4
 
 
 # --- login and logout --------------------------------------------------------------------------
@@ -168,10 +169,13 @@ def wait_for_job(client: Client, public_id: str, timeout: float | None, *, as_js
 
 
 def exit_status(job: dict[str, Any]) -> int:
-    """0 the job is done well, 2 it was cancelled or timed out, 1 any other ending."""
+    """0 the job is done well, 2 it was cancelled or timed out, 4 a check reported findings,
+    1 any other ending."""
     status = job.get("status")
     if status in SETTLED_OK:
         return 0
+    if status == "findings":
+        return FINDINGS_EXIT
     latest = (job.get("attempts") or [{}])[-1]
     if status == "cancelled" or (status == "failed" and latest.get("status") == "timed_out"):
         return 2

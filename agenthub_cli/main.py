@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="AgentHub command-line client.",
         epilog="Exit status: 0 done (the job needs review, was approved or merged, or made no"
         " changes); 1 refused or failed; 2 usage error, or the job was cancelled or timed out;"
-        " 3 the server cannot be reached.",
+        " 3 the server cannot be reached; 4 a check reported findings.",
     )
     parser.add_argument("--url", default=None, help=f"server (env AGENTHUB_URL, {DEFAULT_URL})")
     parser.add_argument("--token", default=None, help="API token (env AGENTHUB_TOKEN)")

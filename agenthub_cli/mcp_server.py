@@ -101,7 +101,7 @@ def build_server(client: Client) -> MCPServer:
         page: int = 1,
     ) -> dict[str, Any]:
         """Jobs of your teams, newest first, 50 a page; optionally only those in one status
-        (queued, running, needs_review, approved, merged, no_changes, failed, cancelled,
+        (queued, running, needs_review, approved, merged, no_changes, findings, failed, cancelled,
         rejected, changes_requested, conflict), of one repository, or submitted by one user
         (a username, or `me` for the jobs you submitted)."""
         params = {"status": status, "repo": repo, "submitter": submitter, "page": page}

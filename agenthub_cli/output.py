@@ -43,7 +43,9 @@ def bell() -> None:
 
 def status_line(job: dict[str, Any]) -> str:
     title = f"  {job['title']}" if job.get("title") else ""
-    return clean(f"{job.get('id')} {job.get('status')}{title}")
+    outcome = job.get("summary_text") or job.get("reason")
+    line = f"{job.get('id')} {job.get('status')}{title}"
+    return clean(f"{line} — {outcome}" if outcome else line)
 
 
 def summary(job: dict[str, Any]) -> list[str]:
@@ -60,6 +62,17 @@ def summary(job: dict[str, Any]) -> list[str]:
         lines.append(f"merged:   {job['merge_commit']}")
     if job.get("conflicts"):
         lines.append(f"conflicts: {', '.join(job['conflicts'])}")
+    if job.get("summary_text"):
+        lines.append(f"result:   {job['summary_text']}")
+    for test in (job.get("summary") or {}).get("tests", {}).get("failing", [])[:10]:
+        lines.append(f"  failing {test}")
+    for finding in (job.get("summary") or {}).get("findings", {}).get("top", [])[:10]:
+        lines.append(
+            f"  {finding['severity']:6} {finding['file']}:{finding['line']}"
+            f"  {finding['test']} {finding['text']}"
+        )
+    if job.get("reason"):
+        lines.append(f"why:      {job['reason']}")
     lines += [attempt_line(a) for a in job.get("attempts", [])]
     return lines
 

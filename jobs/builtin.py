@@ -17,10 +17,14 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
     "ruff-fix": {
         "description": "Fixes what ruff can fix and formats the code.",
         "command": (
+            # What it fixed is the violations before less those after, rule by rule.
             'echo "::progress::10 ruff check --fix"\n'
+            'ruff check --no-cache --exit-zero --output-format json . > "$HOME/ruff-before.json"\n'
             "ruff check --no-cache --fix --exit-zero .\n"
+            'ruff check --no-cache --exit-zero --output-format json . > "$HOME/ruff-after.json"\n'
             'echo "::progress::60 ruff format"\n'
             "ruff format --no-cache .\n"
+            'python3 "$AGENTHUB_REPORT" ruff "$HOME/ruff-before.json" "$HOME/ruff-after.json"\n'
             'echo "::progress::100 done"\n'
         ),
         "timeout_seconds": 600,
@@ -29,10 +33,13 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "description": "Runs the test suite and reports; never changes code.",
         "command": (
             'echo "::progress::10 collecting tests"\n'
-            "python3 -m pytest -q -p no:cacheprovider\n"
+            # Its counts come from pytest's own JUnit XML (xunit1 names each test's file).
+            'python3 -m pytest -q -p no:cacheprovider --junitxml="$HOME/junit.xml" \\\n'
+            "  -o junit_family=xunit1\n"
             "status=$?\n"
             # Exit 5 is pytest's "no tests collected": a finding to report, not a failed run.
             'if [ $status = 5 ]; then echo "::warning::no tests were found"; status=0; fi\n'
+            '[ ! -f "$HOME/junit.xml" ] || python3 "$AGENTHUB_REPORT" pytest "$HOME/junit.xml"\n'
             'echo "::progress::100 done"\n'
             "exit $status\n"
         ),
@@ -161,7 +168,11 @@ BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
         "description": "Scans the code with bandit; a report, never a change.",
         "command": (
             'echo "::progress::10 bandit"\n'
-            "python3 -m bandit -r . -q -f txt || true\n"
+            # Test directories are left out: assert is how tests check. Edit -x (bandit's
+            # exclude globs) to scan them too, or add --severity-level medium to count fewer.
+            'python3 -m bandit -r . -q -f json -o "$HOME/bandit.json" \\\n'
+            "  -x './tests,./test,*/tests/*,*/test/*' || true\n"
+            'python3 "$AGENTHUB_REPORT" bandit "$HOME/bandit.json" --top 10\n'
             'echo "::progress::100 done"\n'
         ),
         "report_only": True,

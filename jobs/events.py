@@ -17,6 +17,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from jobs import checks
 from jobs.models import Attempt, Event, Job
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,12 @@ class OutputParser:
                 return None
             percent = int(found["percent"])
             return Draft("progress", found["message"] or "", data={"percent": percent})
+        if name == "summary":
+            try:
+                result = checks.parse(message)
+            except checks.Invalid as exc:
+                return Draft("warning", f"a ::summary:: line was left out: {exc}")
+            return Draft("summary", checks.describe(result), data=result)
         if name == "group":
             self.group_depth += 1
             return Draft("group", message)

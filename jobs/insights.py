@@ -34,6 +34,7 @@ REVIEWED_STATUSES = (
 STATUS_ORDER: tuple[str, ...] = (
     JobStatus.MERGED,
     JobStatus.NO_CHANGES,
+    JobStatus.FINDINGS,
     JobStatus.APPROVED,
     JobStatus.NEEDS_REVIEW,
     JobStatus.CHANGES_REQUESTED,

@@ -20,6 +20,7 @@ from django.utils.functional import cached_property
 from egress.policy import Egress, validate_allowlist
 from gateway.providers import Provider
 from gateway.vault import SealedJSONField
+from jobs import checks
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -239,8 +240,9 @@ IMAGE_REFERENCE = re.compile(
     r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
 )
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# What the runner puts into the agent's environment (jobs/runner.py): always, for a follow-up
-# of a review, and for an AI agent (a provider) or one with egress (egress/wiring.py).
+# What the runner puts into the agent's environment (jobs/runner.py): always (AGENTHUB_REPORT:
+# jobs/sandbox/tools.py), for a follow-up of a review, and for an AI agent (a provider) or one
+# with egress (egress/wiring.py).
 AGENT_VARIABLES = frozenset(
     {
         "AGENTHUB_JOB_ID",
@@ -252,6 +254,7 @@ AGENT_VARIABLES = frozenset(
         "AGENTHUB_MODEL_TOKEN",
         "AGENTHUB_MODEL_URL",
         "AGENTHUB_GATEWAY_URL",
+        "AGENTHUB_REPORT",
     }
 )
 _AGENTHUB_VARIABLE = re.compile(r"\$\{?(AGENTHUB_[A-Za-z0-9_]*)")
@@ -311,6 +314,8 @@ class JobStatus(models.TextChoices):
     APPROVED = "approved"
     MERGED = "merged"
     NO_CHANGES = "no_changes"
+    # A check reported problems (jobs/checks.py): settled, but not a green "no changes".
+    FINDINGS = "findings"
     FAILED = "failed"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
@@ -461,6 +466,16 @@ class Attempt(models.Model):
     def asked(self) -> str:
         """The instruction this attempt was given."""
         return self.instruction or self.job.prompt
+
+    @property
+    def summary_text(self) -> str:
+        """A check's result in one line ("41 passed, 2 failed"), or ""."""
+        return checks.describe(self.summary)
+
+    @property
+    def failure_reason(self) -> str:
+        """Why it ended without succeeding (exit code, timeout, memory, setup, budget), or ""."""
+        return "" if self.status == AttemptStatus.SUCCEEDED or not self.is_finished else self.reason
 
 
 class Event(models.Model):

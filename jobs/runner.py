@@ -269,11 +269,15 @@ class Reading:
         self.parser = events.OutputParser(masker)
         self.activity = activity.reader(output_format, masker)
         self.door = door
+        self.check: dict[str, Any] = {}  # the last `::summary::` it printed (jobs/checks.py)
 
     def line(self, line: OutputLine) -> list[events.Draft]:
         drafts = [self.parser.feed(line.stream, line.text, line.ts)]
         if self.activity is not None and line.stream == "stdout":
             drafts += self.activity.drafts(line.text)
+        for draft in drafts:
+            if draft is not None and draft.kind == "summary":
+                self.check = draft.data
         return [draft for draft in drafts if draft is not None]
 
     def connections(self) -> list[events.Draft]:
@@ -281,7 +285,9 @@ class Reading:
 
     @property
     def summary(self) -> dict[str, Any]:
-        return self.activity.final if self.activity else {}
+        """What the agent said it did: an AI agent's closing message and counts, a check's
+        result."""
+        return {**(self.activity.final if self.activity else {}), **self.check}
 
 
 def _run(

@@ -102,7 +102,9 @@ class AttemptOut(Schema):
     card: dict[str, Any] = Field(description="The reproducibility card")
     usage: Usage = Field(description="What the attempt's model requests used, summed")
     summary: dict[str, Any] = Field(
-        description="What the agent said it did: an AI agent's closing message, turns and cost"
+        description="What the agent said it did: an AI agent's closing message, turns and cost; "
+        "a check's result (jobs/checks.py): `tests` {passed, failed, errors, skipped, failing}, "
+        "`findings` {total, by_severity, by_confidence, top}, `fixes` {fixed, remaining}"
     )
 
 
@@ -160,6 +162,15 @@ class JobSummary(Schema):
     push: Push | None = Field(
         description="Whether the merge left AgentHub (null until merged); pushed, failed or "
         "not_configured (kept in AgentHub, not pushed)"
+    )
+    summary: dict[str, Any] = Field(
+        description="The latest attempt's summary (see the attempt's): a check's `tests`, "
+        "`findings` or `fixes`, an AI agent's closing message"
+    )
+    summary_text: str = Field(description="That summary in one line, e.g. '41 passed, 2 failed'")
+    reason: str = Field(
+        description="Why the latest attempt did not succeed (exit code, timeout, out of memory, "
+        "environment setup, budget); empty when it did"
     )
     created_at: Timestamp | None
     updated_at: Timestamp | None

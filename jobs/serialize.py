@@ -75,6 +75,11 @@ def job_summary(job: Job, latest: Attempt | None = None) -> dict[str, Any]:
         "merge_commit": job.merge_commit or None,
         "conflicts": job.conflicts,
         "push": push_dict(job),
+        # The latest attempt's result in brief (a check's counts, an AI agent's closing words)
+        # and, when it did not succeed, why.
+        "summary": latest.summary if latest else {},
+        "summary_text": latest.summary_text if latest else "",
+        "reason": latest.failure_reason if latest else "",
         "created_at": _iso(job.created_at),
         "updated_at": _iso(job.updated_at),
         "finished_at": _iso(job.finished_at),

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 HEADLINES = {
     JobStatus.NEEDS_REVIEW: "needs review",
     JobStatus.NO_CHANGES: "finished without changes",
+    JobStatus.FINDINGS: "reported findings",
     JobStatus.FAILED: "failed",
     JobStatus.CANCELLED: "was cancelled",
     JobStatus.APPROVED: "was approved",
@@ -83,10 +84,11 @@ def recipients(job: Job) -> list[Any]:
 
 def should_push(prefs: NotificationPreference, status: str, duration: timedelta) -> bool:
     """PRODUCT.md's policy: browser notifications belong to the prominent alert, for jobs that
-    took at least alert_after_seconds; failures always alert; do-not-disturb mutes them all."""
+    took at least alert_after_seconds; failures (and a check's findings) always alert;
+    do-not-disturb mutes them all."""
     if prefs.do_not_disturb:
         return False
-    if status == JobStatus.FAILED:
+    if status in (JobStatus.FAILED, JobStatus.FINDINGS):
         return True
     return duration >= timedelta(seconds=prefs.alert_after_seconds)
 

@@ -447,7 +447,10 @@ def test_submit_wait_exits_1_and_rings_when_the_job_failed(agenthub, alice, repo
     )
     assert done.code == 1
     public_id = done.out.splitlines()[0]
-    assert done.out.splitlines()[1] == f"{public_id} failed  exit 3"
+    # Why it failed, on the same line.
+    assert done.out.splitlines()[1] == (
+        f"{public_id} failed  exit 3 — the agent exited with code 3"
+    )
     assert done.err == "\a"
 
 
@@ -469,7 +472,7 @@ def test_submit_wait_exits_2_and_rings_when_the_job_timed_out(agenthub, alice, t
     assert done.code == 2
     public_id = done.out.splitlines()[0]
     assert Attempt.objects.get(job__public_id=public_id).status == "timed_out"
-    assert done.out.splitlines()[1] == f"{public_id} failed  sleep 60"
+    assert done.out.splitlines()[1].startswith(f"{public_id} failed  sleep 60 — timed out after")
     assert done.err == "\a"
 
 
@@ -478,7 +481,7 @@ def test_wait_exits_2_when_the_job_was_cancelled(agenthub, alice, repo):
     assert agenthub(alice, "cancel", public_id).code == 0
     done = agenthub(alice, "wait", public_id)
     assert done.code == 2
-    assert done.out == f"{public_id} cancelled  true\n"
+    assert done.out == f"{public_id} cancelled  true — cancelled by alice\n"
     assert done.err == "\a"
 
 

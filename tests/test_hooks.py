@@ -300,7 +300,7 @@ def test_a_jobs_callback_fires_for_that_job_only(alice, repo, allow_private):
 
 def test_every_settled_status_is_an_event():
     settled = {"needs_review", "no_changes", "failed", "cancelled", "approved", "rejected"}
-    settled |= {"changes_requested", "merged", "conflict"}
+    settled |= {"changes_requested", "merged", "conflict", "findings"}
     assert set(EVENT_STATUSES) == settled
     assert JobStatus.QUEUED not in EVENT_STATUSES
 

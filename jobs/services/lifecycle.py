@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from jobs import access, events, workspace
+from jobs import access, checks, events, workspace
 from jobs.errors import BadInput, Conflict, Forbidden
 from jobs.models import (
     ACTIVE_ATTEMPT_STATUSES,
@@ -229,7 +229,10 @@ def derive_status(job: Job, attempts: list[Attempt]) -> str:
         return job.status
     if any(a.status == AttemptStatus.SUCCEEDED and a.has_changes for a in current):
         return JobStatus.NEEDS_REVIEW
-    if AttemptStatus.SUCCEEDED in states:
+    succeeded = [a for a in current if a.status == AttemptStatus.SUCCEEDED]
+    if any(checks.has_findings(a.summary) for a in succeeded):
+        return JobStatus.FINDINGS
+    if succeeded:
         return JobStatus.NO_CHANGES
     if states == {AttemptStatus.CANCELLED}:
         return JobStatus.CANCELLED

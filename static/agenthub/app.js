@@ -4,9 +4,10 @@
  * which are HTML the server rendered with autoescaping. */
 "use strict";
 
-const SETTLED = new Set(["needs_review", "approved", "merged", "no_changes", "failed",
-  "cancelled", "rejected", "changes_requested", "conflict"]);
-const FAILED = new Set(["failed", "conflict"]);
+const SETTLED = new Set(["needs_review", "approved", "merged", "no_changes", "findings",
+  "failed", "cancelled", "rejected", "changes_requested", "conflict"]);
+// Endings that always alert (a check's findings too: it reported problems).
+const FAILED = new Set(["failed", "conflict", "findings"]);
 const MAX_LOG_LINES = 5000;
 const MAX_DELAY = 10000;
 
@@ -177,6 +178,19 @@ function onDashboard(message) {
   // The server says whether this user is concerned (their job, or one for them to review).
   if (message.notify && before !== job.status && SETTLED.has(job.status)) notifier.announce(job);
   if (isCurrentJob(job.id)) showCurrentJob(job);
+}
+
+/* The top of the job page says how the attempt ended as it ends: a check's result in one line
+ * (a `summary` event) and why it did not succeed (a status event's reason). Text only. */
+function showOutcome(page, event) {
+  const box = page.querySelector("[data-role=outcome]");
+  if (!box) return;
+  const failed = event.kind === "status" && event.data.status !== "succeeded";
+  const line = box.querySelector(event.kind === "summary" ? "[data-role=outcome-summary]" : "[data-role=outcome-why]");
+  if (!line || (event.kind === "status" && !failed)) return;
+  line.textContent = event.kind === "summary" ? event.text : `Why: ${event.data.reason}`;
+  line.hidden = false;
+  box.hidden = false;
 }
 
 /* The job or review page of this job: status chips, progress, duration, the review panel. */
@@ -356,6 +370,7 @@ function logView(page) {
       if (progress) { progress.value = event.data.percent; progress.parentElement.hidden = false; }
       if (progressText) progressText.textContent = `${event.data.percent}% ${event.text}`;
     }
+    if (event.kind === "summary" || (event.kind === "status" && event.data?.reason)) showOutcome(page, event);
     const row = document.createElement("div");
     row.className = `line kind-${event.kind}` + (event.stream ? ` stream-${event.stream}` : "");
     row.dataset.seq = event.seq;
