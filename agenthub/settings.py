@@ -84,6 +84,10 @@ AGENTHUB_GIT_EMAIL = env_str("AGENTHUB_GIT_EMAIL", "agenthub@localhost")
 # Following upstream (jobs/services/upstream.py): how long a fetch of a repository's source may
 # take, and for how long after one an attempt's preparation does not fetch again.
 AGENTHUB_SYNC_TIMEOUT = env_int("AGENTHUB_SYNC_TIMEOUT", 60, minimum=1, maximum=3600)
+# A repository's environment (jobs/environments.py): how long its setup and maintenance scripts
+# may run, and how many days an environment no attempt used is kept.
+AGENTHUB_SETUP_TIMEOUT = env_int("AGENTHUB_SETUP_TIMEOUT", 1800, minimum=10, maximum=24 * 3600)
+AGENTHUB_ENVIRONMENT_RETENTION_DAYS = env_int("AGENTHUB_ENVIRONMENT_RETENTION_DAYS", 14, minimum=0)
 AGENTHUB_SYNC_FRESH_SECONDS = env_int("AGENTHUB_SYNC_FRESH_SECONDS", 5, minimum=0, maximum=86400)
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
 # How many processes uvicorn serves with (daphne serves with one): two answered 20 concurrent

@@ -3,9 +3,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
-import subprocess
 from datetime import UTC
 from typing import Any
 
@@ -21,6 +19,7 @@ from egress.policy import Egress, validate_allowlist
 from gateway.providers import Provider
 from gateway.vault import SealedJSONField
 from jobs import checks
+from jobs.validation import ENV_NAME, IMAGE_REFERENCE, command_problem, silent_merge_problem
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -84,6 +83,18 @@ class Repository(models.Model):
     sync_interval = models.PositiveIntegerField(
         default=600, help_text="Seconds between syncs with the source; 0: only before jobs."
     )
+    # Its environment (jobs/environments.py): a setup script run once per environment key in the
+    # sandbox before the agent, with the package registries and the secrets below, its result
+    # cached and reused; a maintenance script run in every attempt after it. Empty setup: what
+    # the checkout holds is detected (pyproject.toml, requirements.txt, package.json).
+    setup_script = models.TextField(blank=True)
+    maintenance_script = models.TextField(blank=True)
+    # Env vars for the setup and maintenance scripts only (never the agent), masked in logs;
+    # encrypted at rest and write-only in every UI and API.
+    secrets = SealedJSONField(default=dict, blank=True)
+    # Part of the environment's key: "rebuild environment" bumps it, so the next attempt sets up
+    # afresh and retention removes the old one.
+    environment_generation = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "name"], name="repo_name_per_team")]
@@ -230,81 +241,6 @@ class Agent(models.Model):
             errors["silent_merge"] = problem
         if errors:
             raise ValidationError(errors)
-
-
-# A docker image reference: [registry[:port]/]path[:tag][@digest], lowercase path components.
-IMAGE_REFERENCE = re.compile(
-    # A registry is a first component with a dot or a port, or localhost.
-    r"(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+|[a-zA-Z0-9-]+(?=:[0-9]))(?::[0-9]+)?/)?"
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
-)
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# What the runner puts into the agent's environment (jobs/runner.py): always (AGENTHUB_REPORT:
-# jobs/sandbox/tools.py), for a follow-up of a review, and for an AI agent (a provider) or one
-# with egress (egress/wiring.py).
-AGENT_VARIABLES = frozenset(
-    {
-        "AGENTHUB_JOB_ID",
-        "AGENTHUB_ATTEMPT",
-        "AGENTHUB_PROMPT",
-        "AGENTHUB_PROMPT_FILE",
-        "AGENTHUB_REVIEW_FILE",
-        "AGENTHUB_MODEL",
-        "AGENTHUB_MODEL_TOKEN",
-        "AGENTHUB_MODEL_URL",
-        "AGENTHUB_GATEWAY_URL",
-        "AGENTHUB_REPORT",
-    }
-)
-_AGENTHUB_VARIABLE = re.compile(r"\$\{?(AGENTHUB_[A-Za-z0-9_]*)")
-
-
-def silent_merge_problem(text: str) -> str:
-    """Why a silent-merge policy is not a list of patterns, or "" when it is one."""
-    for number, line in enumerate(text.splitlines(), 1):
-        pattern = line.strip()
-        if not pattern or pattern.startswith("#"):
-            continue
-        if "\0" in pattern or pattern.lstrip("!/") in ("", "*", "**", "**/*", "**/**"):
-            return (
-                f"Line {number}: {pattern!r} would match every path, so nothing would be "
-                "reviewed; name what may merge unreviewed, e.g. docs/** or *.md."
-            )
-        try:
-            pathspec.GitIgnoreSpec.from_lines([pattern])
-        except ValueError as exc:
-            return f"Line {number}: {pattern!r} is not a path pattern ({exc})."
-    return ""
-
-
-def command_problem(command: str) -> str:
-    """Why an agent's command cannot be run as written, or "" when it can.
-
-    The command is a bash script; `bash -n` parses it without running anything. A reference to
-    an AGENTHUB_ variable the runner does not set is a typo that would silently expand to ""."""
-    if not command.strip():
-        return "The command is empty."
-    if "\0" in command:
-        return "The command contains a NUL character."
-    unknown = sorted(set(_AGENTHUB_VARIABLE.findall(command)) - AGENT_VARIABLES)
-    if unknown:
-        return (
-            f"Unknown variable {', '.join('$' + v for v in unknown)}: the agent gets "
-            f"{', '.join('$' + v for v in sorted(AGENT_VARIABLES))}."
-        )
-    parsed = subprocess.run(
-        ["bash", "-n", "-c", command, "agent"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
-        cwd="/",
-    )
-    if parsed.returncode != 0:
-        message = " ".join(parsed.stderr.split()) or "bash could not parse it"
-        return f"The command is not a valid bash script: {message}"
-    return ""
 
 
 class JobStatus(models.TextChoices):

@@ -15,8 +15,9 @@ import shutil
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +28,7 @@ from egress.policy import Egress
 from egress.proxy import Door
 from gateway.models import Grant
 from gateway.vault import Unopened
-from jobs import activity, authorship, events, services, workspace
+from jobs import activity, authorship, environments, events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
@@ -101,6 +102,14 @@ def _execute(attempt_id: int, workdir: Path) -> None:
     except _Refused as exc:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
         return
+    try:
+        prepared = _prepare_environment(setup, store, workdir)
+    except _Refused as exc:
+        services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=str(exc))
+        return
+    if prepared is not None:
+        services.finish_attempt(attempt_id, prepared[0], reason=prepared[1])
+        return
     door = wiring.open_door(agent) if agent.provider or agent.egress != Egress.NONE else None
     try:
         spec = setup.spec(door)
@@ -140,6 +149,9 @@ class _Setup:
     tool_env: dict[str, str]
     model_env: dict[str, str]
     versions: dict[str, str]
+    # Set once the repository's environment is ready (jobs/environments.py), with its card.
+    environment: environments.Plan | None = None
+    environment_card: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, attempt: Attempt, store: Path, workdir: Path) -> _Setup:
@@ -194,14 +206,19 @@ class _Setup:
                 "AGENTHUB_PROMPT": attempt.asked,
                 "AGENTHUB_PROMPT_FILE": PROMPT_PATH,
                 **({"AGENTHUB_REVIEW_FILE": REVIEW_PATH} if REVIEW_PATH in self.inputs else {}),
-                **self.tool_env,
+                **(environments.activated(self.tool_env) if self.environment else self.tool_env),
                 **(wiring.environment() if door else {}),
                 **self.model_env,
                 **agent.secrets,
             },
             limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
-            uid=SANDBOX_UID_BASE + attempt.pk % 100_000,
+            uid=_uid(attempt),
             ro_files={**self.inputs, **self.tool_files, **(wiring.files(door) if door else {})},
+            dirs=(
+                {environments.ENV_PATH: (self.environment.directory, False)}
+                if self.environment
+                else {}
+            ),
             image=self.built_from,
             labels={
                 "agenthub.job": attempt.job.public_id,
@@ -225,6 +242,7 @@ class _Setup:
             "agent_version": _config_hash(agent.command, spec.limits, agent.egress),
             "worker": worker_name(),
             "uid": spec.uid,
+            **({"environment": self.environment_card} if self.environment_card else {}),
             **({"image": self.image, "image_id": self.built_from} if self.built_from else {}),
             **(
                 {
@@ -236,6 +254,123 @@ class _Setup:
                 else {}
             ),
         }
+
+
+# The setup's door: the package registries and nothing else (egress/policy.py).
+SETUP_EGRESS = SimpleNamespace(egress=Egress.ALLOWLIST, egress_allowlist="registries")
+
+
+def _prepare_environment(setup: _Setup, store: Path, workdir: Path) -> tuple[str, str] | None:
+    """Make the repository's environment ready for the attempt (jobs/environments.py): set it up
+    when its key is new, then run the maintenance script, each in a sandbox of its own before
+    the agent's. Returns the attempt's status and reason when it cannot go on, else None."""
+    attempt = setup.attempt
+    repository = attempt.job.repository
+    if setup.backend.name == "local":
+        return None  # nothing is mounted there: no fixed path to keep an environment at
+    made_by = environments.made_by(setup.backend.name, setup.built_from)
+    plan = environments.plan_for(repository, store, attempt.start_commit, made_by)
+    if plan is None:
+        return None
+    secrets = repository.secrets
+    if isinstance(secrets, Unopened):
+        raise _Refused(f"the repository's secrets: {secrets.reason}")
+    seconds = None
+    if not plan.ready:
+        started = time.monotonic()
+        failed = _build_environment(setup, plan, secrets, store, workdir)
+        if failed:
+            return failed
+        seconds = time.monotonic() - started
+    if plan.maintenance:
+        ended = _run_phase(setup, plan, environments.MAINTENANCE, secrets, workdir)
+        if ended[0] != AttemptStatus.SUCCEEDED:
+            return ended
+    environments.used(plan)
+    setup.environment = plan
+    setup.environment_card = plan.card(reused=seconds is None, setup_seconds=seconds)
+    return None
+
+
+def _build_environment(
+    setup: _Setup, plan: environments.Plan, secrets: dict[str, str], store: Path, workdir: Path
+) -> tuple[str, str] | None:
+    """The setup, on a checkout of its own at the same path: what it leaves in the checkout
+    (an editable install's egg-info, a build directory) is not the agent's result."""
+    attempt = setup.attempt
+    building = environments.start_building(plan, attempt.pk, _uid(attempt))
+    scratch = workdir / "setup-workspace"
+    try:
+        workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, scratch)
+        status, reason = _run_phase(
+            replace(setup, workspace=scratch), plan, environments.SETUP, secrets, workdir, building
+        )
+    except BaseException:
+        environments.discard(building)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if status != AttemptStatus.SUCCEEDED:
+        environments.discard(building)
+        return status, reason
+    environments.keep(plan, building)
+    return None
+
+
+def _run_phase(
+    setup: _Setup,
+    plan: environments.Plan,
+    phase: str,
+    secrets: dict[str, str],
+    workdir: Path,
+    building: Path | None = None,
+) -> tuple[str, str]:
+    """One phase's sandbox: the agent's limits, the package registries as the only egress, the
+    repository's secrets (the agent's own and the model's token stay out); the environment
+    writable only while it is being built."""
+    attempt = setup.attempt
+    door = wiring.open_door(SETUP_EGRESS)
+    try:
+        base = setup.spec(door)
+        spec = replace(
+            base,
+            workspace=setup.workspace,
+            command=wiring.prologue() + environments.phase_command(plan, phase),
+            env={
+                "AGENTHUB_JOB_ID": attempt.job.public_id,
+                "AGENTHUB_ATTEMPT": str(attempt.number),
+                **setup.tool_env,
+                **wiring.environment(),
+                **secrets,
+            },
+            limits=replace(base.limits, timeout_seconds=settings.AGENTHUB_SETUP_TIMEOUT),
+            ro_files={
+                **setup.tool_files,
+                **wiring.files(door),
+                **environments.write_scripts(plan, workdir),
+            },
+            dirs={environments.ENV_PATH: (building or plan.directory, building is not None)},
+        )
+        try:
+            proc = setup.backend.start(spec)
+        except SandboxError as exc:
+            return AttemptStatus.FAILED, f"{phase} failed: sandbox: {exc}"
+        reading = Reading(events.Masker(secrets.values()), "text", door)
+        try:
+            status, _, reason = _run(attempt.pk, proc, settings.AGENTHUB_SETUP_TIMEOUT, reading)
+        finally:
+            proc.kill()
+    finally:
+        door.stop()
+    if status in (AttemptStatus.SUCCEEDED, AttemptStatus.CANCELLED):
+        return status, reason
+    # The failing step, as the phase's ERR trap names it ("environment setup failed (exit 1)
+    # at: pip install …"), else how the sandbox ended (a timeout).
+    return AttemptStatus.FAILED, reading.last_error or f"{phase} failed: {reason}"
+
+
+def _uid(attempt: Attempt) -> int:
+    return SANDBOX_UID_BASE + attempt.pk % 100_000
 
 
 def _backend_name(name: str, image: str) -> str:
@@ -270,6 +405,7 @@ class Reading:
         self.activity = activity.reader(output_format, masker)
         self.door = door
         self.check: dict[str, Any] = {}  # the last `::summary::` it printed (jobs/checks.py)
+        self.last_error = ""  # the last `::error::` it printed, e.g. a setup step that failed
 
     def line(self, line: OutputLine) -> list[events.Draft]:
         drafts = [self.parser.feed(line.stream, line.text, line.ts)]
@@ -278,6 +414,8 @@ class Reading:
         for draft in drafts:
             if draft is not None and draft.kind == "summary":
                 self.check = draft.data
+            elif draft is not None and draft.kind == "error":
+                self.last_error = draft.text
         return [draft for draft in drafts if draft is not None]
 
     def connections(self) -> list[events.Draft]:

@@ -72,6 +72,16 @@ class Usage(Schema):
     requests: int = Field(description="Model requests the gateway forwarded for the attempt")
 
 
+class Environment(Schema):
+    key: str = Field(description="What it was made from: the script, image, manifests' hashes")
+    reused: bool = Field(description="False when this attempt set it up")
+    setup_seconds: float | None = Field(description="How long the setup took; null when reused")
+    path: str = Field(description="Where it is inside the sandbox (its virtualenv)")
+    detected: str | None = Field(
+        None, description="What the setup was detected from when the repository sets no script"
+    )
+
+
 class AttemptOut(Schema):
     number: int
     status: AttemptStatus
@@ -100,6 +110,9 @@ class AttemptOut(Schema):
     finished_at: Timestamp | None
     last_seq: int
     card: dict[str, Any] = Field(description="The reproducibility card")
+    environment: Environment | None = Field(
+        None, description="The repository's environment it ran with; null without one"
+    )
     usage: Usage = Field(description="What the attempt's model requests used, summed")
     summary: dict[str, Any] = Field(
         description="What the agent said it did: an AI agent's closing message, turns and cost; "

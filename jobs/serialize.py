@@ -43,6 +43,8 @@ def attempt_dict(attempt: Attempt, usage: dict[str, Any] | None = None) -> dict[
         "finished_at": _iso(attempt.finished_at),
         "last_seq": attempt.last_seq,
         "card": attempt.card,
+        # The repository's environment it ran with (jobs/environments.py), null without one.
+        "environment": attempt.card.get("environment"),
         "summary": attempt.summary,
         # What its model requests through the gateway cost (gateway.ledger).
         "usage": usage or usage_of([attempt.pk])[attempt.pk],

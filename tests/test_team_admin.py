@@ -17,7 +17,8 @@ from django.test import Client
 from jobs import services, workspace
 from jobs.builtin import BUILTIN_AGENTS
 from jobs.errors import BadInput
-from jobs.models import Agent, AuditEntry, Membership, Repository, Role, Team, command_problem
+from jobs.models import Agent, AuditEntry, Membership, Repository, Role, Team
+from jobs.validation import command_problem
 from tests.conftest import _member, shell_agent
 
 pytestmark = pytest.mark.django_db

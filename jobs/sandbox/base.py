@@ -49,6 +49,9 @@ class SandboxSpec:
     limits: Limits
     uid: int = 100000
     ro_files: dict[str, Path] = field(default_factory=dict)
+    # Host directories mounted whole: sandbox path -> (host path, writable). A writable one
+    # must already belong to `uid` (jobs/environments.py hands the environment to it).
+    dirs: dict[str, tuple[Path, bool]] = field(default_factory=dict)
     image: str = ""  # docker only: the image (name or ID) the container runs
     # docker only: set on the container, found again by reap(); e.g. {"agenthub.attempt": "12"}
     labels: dict[str, str] = field(default_factory=dict)

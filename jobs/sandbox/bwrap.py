@@ -335,6 +335,9 @@ def _filesystem_args(spec: SandboxSpec, fds: list[int], stage: _Stage | None) ->
     for n, (dest, source) in enumerate(spec.ro_files.items()):
         staged = stage.add(source, f"ro-{n}") if stage else os.path.abspath(source)
         args += ["--ro-bind", staged, dest]
+    for n, (dest, (source, writable)) in enumerate(spec.dirs.items()):
+        staged = stage.add(source, f"dir-{n}", follow=False) if stage else os.path.abspath(source)
+        args += ["--bind" if writable else "--ro-bind", staged, dest]
     if stage:
         workspace = stage.add(spec.workspace, "workspace", follow=False)
     else:
@@ -362,6 +365,11 @@ def _check_spec(spec: SandboxSpec) -> None:
             raise SandboxError(f"ro_files path {dest!r} must be absolute, without '..'")
         if not source.exists():
             raise SandboxError(f"ro_files source {source} for {dest} does not exist")
+    for dest, (source, _) in spec.dirs.items():
+        if not dest.startswith("/") or ".." in dest.split("/"):
+            raise SandboxError(f"dirs path {dest!r} must be absolute, without '..'")
+        if source.is_symlink() or not source.is_dir():
+            raise SandboxError(f"dirs source {source} for {dest} must be an existing directory")
 
 
 def _chown_tree(root: Path, uid: int) -> None:

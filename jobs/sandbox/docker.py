@@ -97,6 +97,10 @@ def container_options(spec: SandboxSpec, uid: int) -> dict[str, Any]:
         Mount(dest, os.path.abspath(source), type="bind", read_only=True)
         for dest, source in spec.ro_files.items()
     ]
+    mounts += [
+        Mount(dest, os.path.abspath(source), type="bind", read_only=not writable)
+        for dest, (source, writable) in spec.dirs.items()
+    ]
     return {
         "command": ["bash", "-c", spec.command],
         "name": f"agenthub-sandbox-{secrets.token_hex(6)}",
