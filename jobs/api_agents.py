@@ -2,13 +2,12 @@
 `GET /api/v1/teams/<team>/agents` (any member: the team's agents and the presets it can use),
 `GET` and `PUT /api/v1/teams/<team>/agents/<name>` (the team's admins and staff).
 
-PUT validates exactly as the team's agent page does (jobs.teams.AgentForm: the model's
+PUT validates exactly as the team's agent page does (jobs.team_forms.AgentForm: the model's
 validators, bash syntax, the egress allowlist, secret names) and audits the same way. Secrets
 are write-only: an agent shows the names of its secrets, never their values."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +17,8 @@ from ninja import Body, Router, Status
 from jobs import access, schemas
 from jobs.errors import BadInput, Forbidden, NotFound
 from jobs.models import Agent, Role, Team
-from jobs.teams import AGENT_FIELDS, AgentForm, save_with_audit, values
+from jobs.team_forms import AGENT_FIELDS, AgentForm, as_posted
+from jobs.teams import save_with_audit, values
 
 router = Router(tags=["agents"])
 WRITABLE = frozenset(AGENT_FIELDS)
@@ -87,18 +87,8 @@ def agent_out(agent: Agent) -> dict[str, Any]:
 
 
 def _form_data(agent: Agent, given: dict[str, Any]) -> dict[str, str]:
-    """What the agent page would post: the current values, with the given ones on top."""
-    merged = {field: getattr(agent, field) for field in AGENT_FIELDS if field != "secrets"}
-    merged.update({k: v for k, v in given.items() if k != "secrets"})
-    data: dict[str, str] = {}
-    for field, value in merged.items():
-        if value is True:
-            data[field] = "on"
-        elif value not in (False, None):
-            data[field] = str(value)
-    if "secrets" in given:
-        data["secrets"] = json.dumps(given["secrets"])
-    return data
+    current = {field: getattr(agent, field) for field in AGENT_FIELDS if field != "secrets"}
+    return as_posted(current, given)
 
 
 def _team(user: Any, name: str, *, admin: bool) -> Team:

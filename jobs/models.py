@@ -19,7 +19,12 @@ from egress.policy import Egress, validate_allowlist
 from gateway.providers import Provider
 from gateway.vault import SealedJSONField
 from jobs import checks
-from jobs.validation import ENV_NAME, IMAGE_REFERENCE, command_problem, silent_merge_problem
+from jobs.validation import (
+    IMAGE_REFERENCE,
+    command_problem,
+    secrets_problem,
+    silent_merge_problem,
+)
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -102,6 +107,17 @@ class Repository(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team}/{self.name}"
+
+    def clean(self) -> None:
+        errors = {}
+        if problem := secrets_problem(self.secrets):
+            errors["secrets"] = problem
+        for field in ("setup_script", "maintenance_script"):
+            script = getattr(self, field)
+            if script.strip() and (problem := command_problem(script)):
+                errors[field] = problem.replace("The command", "The script")
+        if errors:
+            raise ValidationError(errors)
 
 
 class Backend(models.TextChoices):
@@ -224,12 +240,8 @@ class Agent(models.Model):
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
-        if not isinstance(self.secrets, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.secrets.items()
-        ):
-            errors["secrets"] = "Expected an object of string names to string values."
-        elif bad := [k for k in self.secrets if not ENV_NAME.fullmatch(k)]:
-            errors["secrets"] = f"Not an environment variable name: {', '.join(map(repr, bad))}."
+        if problem := secrets_problem(self.secrets):
+            errors["secrets"] = problem
         if self.image and not IMAGE_REFERENCE.fullmatch(self.image):
             errors["image"] = (
                 f"{self.image!r} is not an image name: expected e.g. 'agenthub-sandbox:latest' "

@@ -1,6 +1,6 @@
-"""Retention: the logs (events) of attempts that finished long ago, and attempt workspaces left
-on disk, are removed. Jobs, attempts (result, patch, files, card), reviews and the audit trail are
-always kept.
+"""Retention: the logs (events) of attempts that finished long ago, attempt workspaces left
+on disk, and repository environments no attempt uses any more are removed. Jobs, attempts
+(result, patch, files, card), reviews and the audit trail are always kept.
 
 Used by `manage.py apply_retention` and by every worker (agenthub_worker's retention thread calls
 apply_if_due).
@@ -15,7 +15,7 @@ import shutil
 import socket
 import stat
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from redis import Redis
 
-from jobs import services
+from jobs import environments, services
 from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Event
 
 # Events are deleted this many at a time, each batch its own short transaction.
@@ -110,6 +110,7 @@ def apply(
         _remove_logs(report, now)
     if workspaces:
         _remove_workspaces(report, now)
+        _remove_environments(report, now)
     if report.removed_anything and not dry_run:
         services.audit(
             "system",
@@ -204,6 +205,32 @@ def _remove_workspaces(report: Report, now: datetime) -> None:
             report.failures.append(f"workspace {path.name}: {exc}")
             continue
         report.workspaces.append(RemovedWorkspace(path.name, reason, size))
+
+
+def _remove_environments(report: Report, now: datetime) -> None:
+    """Repository environments no attempt used for AGENTHUB_ENVIRONMENT_RETENTION_DAYS (each use
+    touches one), and half-built ones a killed worker left a day ago, as `environments/<key>`."""
+    days = settings.AGENTHUB_ENVIRONMENT_RETENTION_DAYS
+    try:
+        entries = sorted(environments.root().iterdir())
+    except FileNotFoundError:
+        return
+    for path in entries:
+        building = path.name.startswith(".build-")
+        cutoff = now - timedelta(days=1 if building else days)
+        try:
+            if datetime.fromtimestamp(path.lstat().st_mtime, tz=UTC) >= cutoff:
+                continue
+            size = _size(path)
+            if not report.dry_run:
+                remove_tree(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            report.failures.append(f"environment {path.name}: {exc}")
+            continue
+        reason = "left half-built" if building else f"unused for {days} days"
+        report.workspaces.append(RemovedWorkspace(f"environments/{path.name}", reason, size))
 
 
 def _stale(entries: list[Path], cutoff: datetime) -> list[tuple[Path, str]]:

@@ -121,6 +121,29 @@ class AttemptOut(Schema):
     )
 
 
+class RepositoryOut(Schema):
+    name: str
+    team: str
+    source: str = Field(description="Where it came from, credentials redacted")
+    push_url: str = Field(description="Where merges are pushed, credentials redacted; empty: none")
+    default_branch: str
+    sync_interval: int = Field(
+        description="Seconds between syncs with the source; 0: only before jobs"
+    )
+    last_synced_at: Timestamp | None
+    sync_error: str
+    setup_script: str = Field(
+        description="Run once per environment before the agent (empty: detected from the "
+        "checkout's pyproject.toml, requirements*.txt or package.json)"
+    )
+    maintenance_script: str = Field(description="Run in every attempt before the agent")
+    secrets: list[str] = Field(description="The names of the setup's secrets (write-only values)")
+    environment_generation: int = Field(
+        description="Bumped by a rebuild: part of the environment's key"
+    )
+    environment_path: str = Field(description="Where the environment is inside the sandbox")
+
+
 class Synced(Schema):
     repo: str
     synced_at: Timestamp

@@ -22,6 +22,11 @@ urlpatterns: list[URLPattern] = [
     ),
     path(T + "repositories/<str:name>/", teams.repository_edit, name="team-repository"),
     path(
+        T + "repositories/<str:name>/environment/rebuild",
+        teams.repository_rebuild,
+        name="team-repository-rebuild",
+    ),
+    path(
         T + "repositories/<str:name>/delete",
         teams.repository_delete,
         name="team-repository-delete",

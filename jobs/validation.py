@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from typing import Any
 
 import pathspec
 from django.core.exceptions import ValidationError
@@ -93,4 +94,15 @@ def command_problem(command: str) -> str:
     if parsed.returncode != 0:
         message = " ".join(parsed.stderr.split()) or "bash could not parse it"
         return f"The command is not a valid bash script: {message}"
+    return ""
+
+
+def secrets_problem(secrets: Any) -> str:
+    """Why secrets are not environment variables (names to string values), or ""."""
+    if not isinstance(secrets, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()
+    ):
+        return "Expected an object of string names to string values."
+    if bad := [k for k in secrets if not ENV_NAME.fullmatch(k)]:
+        return f"Not an environment variable name: {', '.join(map(repr, bad))}."
     return ""

@@ -113,6 +113,10 @@ class Api:
         data = json.dumps(body if body is not None else {})
         return self.client.post(path, data, content_type="application/json", **self.headers)
 
+    def patch_json(self, path: str, body: Any = None) -> Any:
+        data = json.dumps(body if body is not None else {})
+        return self.client.patch(path, data, content_type="application/json", **self.headers)
+
     def put(self, path: str, body: Any = None) -> Any:
         data = json.dumps(body if body is not None else {})
         return self.client.put(path, data, content_type="application/json", **self.headers)

@@ -4,16 +4,20 @@ manifest changes; secrets reach the setup and never the agent; a failed step say
 
 from __future__ import annotations
 
+import os
+import time
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
 
-from jobs import environments, workspace
-from jobs.models import Attempt, Job, Repository
+from jobs import environments, retention, workspace
+from jobs.models import Attempt, AuditEntry, Job, Membership, Repository, Role
 from tests.conftest import commit_files, shell_agent
-
-pytestmark = pytest.mark.slow
 
 # A small project whose tests need a real third-party package (freezegun, from PyPI, through
 # the setup's registries-only egress) and the project itself installed (an editable install).
@@ -53,6 +57,7 @@ def commit(repo: Repository, files: dict[str, str]) -> None:
     workspace.sync_store(Path(repo.store_path), repo.source, timeout=60)
 
 
+@pytest.mark.slow
 def test_a_detected_environment_is_set_up_once_reused_and_rebuilt_when_a_manifest_changes(
     api, alice, repo, workers
 ):
@@ -91,8 +96,10 @@ def test_a_detected_environment_is_set_up_once_reused_and_rebuilt_when_a_manifes
     assert third.card["environment"]["reused"] is False
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["bwrap", pytest.param("docker", marks=pytest.mark.docker)])
 def test_secrets_reach_the_setup_never_the_agent_and_the_environment_is_read_only(
-    api, alice, team, repo, workers
+    api, alice, team, repo, workers, backend
 ):
     Repository.objects.filter(pk=repo.pk).update(
         setup_script='echo "token=$INDEX_TOKEN"\necho made > "$VIRTUAL_ENV/marker"\n',
@@ -101,7 +108,7 @@ def test_secrets_reach_the_setup_never_the_agent_and_the_environment_is_read_onl
     repo.refresh_from_db()
     repo.secrets = {"INDEX_TOKEN": "s3cr3t-value"}
     repo.save()
-    shell_agent(team, name="probe")
+    shell_agent(team, name="probe", backend=backend)
     probe = (
         'echo "agent sees [${INDEX_TOKEN:-}]"\n'
         'cat "$VIRTUAL_ENV/marker"; command -v python3\n'
@@ -110,6 +117,7 @@ def test_secrets_reach_the_setup_never_the_agent_and_the_environment_is_read_onl
     attempt = submit(api(alice), workers, "probe", probe).attempts.get()
     log = log_of(attempt)
     assert attempt.status == "succeeded", (attempt.reason, log)
+    assert attempt.card["backend"] == backend
     assert "token=***" in log and "s3cr3t-value" not in log
     assert "agent sees []" in log
     assert "made" in log and f"{environments.ENV_PATH}/bin/python3" in log
@@ -120,6 +128,7 @@ def test_secrets_reach_the_setup_never_the_agent_and_the_environment_is_read_onl
     assert "maintained" in log_of(again) and "token=" not in log_of(again)
 
 
+@pytest.mark.slow
 def test_a_failed_setup_fails_the_attempt_naming_the_step(api, alice, team, repo, workers):
     Repository.objects.filter(pk=repo.pk).update(setup_script="echo one\nfalse\necho never\n")
     shell_agent(team, name="probe")
@@ -128,3 +137,88 @@ def test_a_failed_setup_fails_the_attempt_naming_the_step(api, alice, team, repo
     assert attempt.reason == "environment setup failed (exit 1) at: false"
     assert "agent ran" not in log_of(attempt) and "never" not in log_of(attempt)
     assert not list(environments.root().glob(".build-*"))  # nothing half-made is kept
+
+
+# --- settings: the API, the page, manage.py, retention -----------------------------------------
+
+
+def test_team_admins_read_and_change_the_environment_over_the_api(api, alice, bob, repo):
+    Membership.objects.filter(user=alice).update(role=Role.ADMIN)
+    client = api(alice)
+    changed = client.patch_json(
+        "/api/v1/repos/demo",
+        {"setup_script": "pip install -e .", "secrets": {"INDEX_TOKEN": "s3cr3t-value"}},
+    )
+    assert changed.status_code == 200, changed.content
+    shown = client.get("/api/v1/repos/demo", team="demo").json()
+    assert shown["setup_script"] == "pip install -e ."
+    assert shown["secrets"] == ["INDEX_TOKEN"]  # names only, never values
+    assert "s3cr3t-value" not in changed.content.decode() + str(
+        list(AuditEntry.objects.values_list("data", flat=True))
+    )
+    assert Repository.objects.get(pk=repo.pk).secrets == {"INDEX_TOKEN": "s3cr3t-value"}
+    # Bad input names what was wrong, and nothing is saved.
+    bad = client.patch_json("/api/v1/repos/demo", {"setup_script": "if then fi ("})
+    assert (
+        bad.status_code == 400
+        and "setup_script: The script is not a valid bash" in bad.json()["detail"]
+    )
+    unknown = client.patch_json("/api/v1/repos/demo", {"store_path": "/etc"})
+    assert unknown.status_code == 400 and "store_path" in unknown.json()["detail"]
+    assert Repository.objects.get(pk=repo.pk).setup_script == "pip install -e ."
+    rebuilt = client.post("/api/v1/repos/demo/environment/rebuild")
+    assert rebuilt.status_code == 202 and rebuilt.json()["environment_generation"] == 1
+    assert AuditEntry.objects.filter(action="repository.rebuild_environment").exists()
+    # A reviewer is not an admin.
+    assert api(bob).get("/api/v1/repos/demo").status_code == 403
+
+
+def test_the_repository_page_rebuilds_the_environment(alice, repo):
+    Membership.objects.filter(user=alice).update(role=Role.ADMIN)
+    web = Client()
+    web.force_login(alice)
+    page = web.get(f"/teams/{repo.team.name}/repositories/demo/").content.decode()
+    assert "Rebuild environment" in page and "Setup script" in page
+    done = web.post(f"/teams/{repo.team.name}/repositories/demo/environment/rebuild")
+    assert done.status_code == 302
+    assert Repository.objects.get(pk=repo.pk).environment_generation == 1
+
+
+def test_add_repository_takes_a_setup_file(team, make_source, tmp_path):
+    setup = tmp_path / "setup.sh"
+    setup.write_text("pip install -e '.[test]'\n")
+    call_command(
+        "add_repository",
+        str(make_source("src")),
+        team="demo",
+        name="w",
+        setup_file=str(setup),
+        stdout=StringIO(),
+    )
+    assert Repository.objects.get(name="w").setup_script == "pip install -e '.[test]'\n"
+    setup.write_text("if then (\n")
+    with pytest.raises(CommandError, match="not a valid bash script"):
+        call_command(
+            "add_repository",
+            str(make_source("other")),
+            team="demo",
+            name="x",
+            setup_file=str(setup),
+        )
+
+
+def test_retention_removes_environments_nobody_used(db, settings):
+    root = environments.root()
+    (root / "old-key" / "bin").mkdir(parents=True)
+    (root / "fresh-key").mkdir()
+    (root / ".build-half-1").mkdir()
+    month_ago = time.time() - 30 * 86400
+    for name in ("old-key", ".build-half-1"):
+        os.utime(root / name, (month_ago, month_ago))
+    report = retention.apply()
+    removed = {w.name: w.reason for w in report.workspaces}
+    assert removed == {
+        "environments/old-key": "unused for 14 days",
+        "environments/.build-half-1": "left half-built",
+    }
+    assert sorted(p.name for p in root.iterdir()) == ["fresh-key"]

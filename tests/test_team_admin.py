@@ -282,6 +282,10 @@ def edit_form(repo: Repository, **values: str) -> dict[str, str]:
         "name": repo.name,
         "push_url": repo.push_url,
         "default_branch": repo.default_branch,
+        "sync_interval": str(repo.sync_interval),
+        "setup_script": repo.setup_script,
+        "maintenance_script": repo.maintenance_script,
+        "secrets": "",  # write-only: an empty field keeps them
         **values,
     }
 

@@ -4,7 +4,8 @@ transaction, its audit entries and what it schedules on commit (enqueue, publish
 these verbs, never the modules' internals.
 
 - audit: the chained audit trail's writers
-- repositories: registering a repository, resolving refs in its store
+- repositories: registering a repository, resolving refs in its store, rebuilding its
+  environment
 - upstream: syncing a store with its source, and an attempt's base with upstream's head
 - submission: submit_job, submit_jobs (a group of submits in one transaction)
 - dispatch: handing attempts to RQ within each team's limit
@@ -28,7 +29,11 @@ from jobs.services.lifecycle import (
 )
 from jobs.services.merge import merge_job, push_job
 from jobs.services.reconcile import REDELIVER_AFTER, reconcile
-from jobs.services.repositories import find_repository, register_repository
+from jobs.services.repositories import (
+    find_repository,
+    rebuild_environment,
+    register_repository,
+)
 from jobs.services.results import approvals, result_attempt
 from jobs.services.review import review_job
 from jobs.services.submission import MAX_ATTEMPTS, Submission, submit_job, submit_jobs
@@ -48,6 +53,7 @@ __all__ = [
     "follow_upstream",
     "heartbeat",
     "mark_running",
+    "rebuild_environment",
     "merge_job",
     "push_job",
     "reconcile",

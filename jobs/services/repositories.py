@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from jobs import access, workspace
@@ -17,7 +18,7 @@ from jobs.services.audit import audit
 
 
 def register_repository(
-    actor: Any, team: Team, name: str, source: str, *, push_url: str = ""
+    actor: Any, team: Team, name: str, source: str, *, push_url: str = "", setup_script: str = ""
 ) -> Repository:
     if Repository.objects.filter(team=team, name=name).exists():
         raise BadInput(f"Team {team.name} already has a repository named {name!r}.", field="name")
@@ -34,12 +35,37 @@ def register_repository(
             name=name,
             source=source,
             push_url=push_url,
+            setup_script=setup_script,
             store_path=str(store),
             default_branch=workspace.default_branch(store),
             last_synced_at=timezone.now(),
         )
-        audit(actor, "repository.register", team=team, target=name, source=source)
+        audit(
+            actor,
+            "repository.register",
+            team=team,
+            target=name,
+            source=workspace.redacted(source),
+        )
     return repo
+
+
+def rebuild_environment(actor: Any, repository: Repository) -> Repository:
+    """The next attempt sets the repository's environment up afresh (jobs/environments.py: the
+    generation is part of its key); retention removes the old one once unused."""
+    with transaction.atomic():
+        Repository.objects.filter(pk=repository.pk).update(
+            environment_generation=F("environment_generation") + 1
+        )
+        repository.refresh_from_db(fields=["environment_generation"])
+        audit(
+            actor,
+            "repository.rebuild_environment",
+            team=repository.team,
+            target=repository.name,
+            generation=repository.environment_generation,
+        )
+    return repository
 
 
 def _normalise_source(source: str) -> str:

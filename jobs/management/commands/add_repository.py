@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -7,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from jobs import services
 from jobs.errors import ServiceError
 from jobs.models import Team
+from jobs.validation import command_problem
 
 
 class Command(BaseCommand):
@@ -17,14 +19,31 @@ class Command(BaseCommand):
         parser.add_argument("--team", required=True)
         parser.add_argument("--name", required=True, help="The name jobs use for it.")
         parser.add_argument("--push-url", default="", help="Where merged results are pushed.")
+        parser.add_argument(
+            "--setup-file",
+            help="A bash script that sets up its environment (e.g. pip install -e '.[test]')",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         team = Team.objects.filter(name=options["team"]).first()
         if team is None:
             raise CommandError(f"No team named {options['team']!r}.")
+        setup = ""
+        if options["setup_file"]:
+            try:
+                setup = Path(options["setup_file"]).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"Cannot read the setup file: {exc}") from exc
+            if problem := command_problem(setup):
+                raise CommandError(f"{options['setup_file']}: {problem}")
         try:
             repo = services.register_repository(
-                "manage.py", team, options["name"], options["source"], push_url=options["push_url"]
+                "manage.py",
+                team,
+                options["name"],
+                options["source"],
+                push_url=options["push_url"],
+                setup_script=setup,
             )
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
