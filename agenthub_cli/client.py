@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -18,6 +18,8 @@ from httpx_sse import SSEError, connect_sse
 # Job states a wait goes on through (`agenthub wait`, the MCP tool wait_for_job).
 UNSETTLED = frozenset({"queued", "running"})
 FOLLOW_RETRY_SECONDS = 1.0
+# A download streams for as long as it takes; only a silence this long ends it.
+DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0)
 REQUEST_TIMEOUT = 60.0
 # The event stream sends a keep-alive comment every 15 s; silence for longer means it is gone.
 STREAM_READ_TIMEOUT = 45.0
@@ -97,6 +99,19 @@ class Client:
         if not response.is_success:
             raise self.error(response)
         return response
+
+    def download(self, path: str, sink: Callable[[bytes], object]) -> httpx.Headers:
+        """GET a file in chunks into `sink` (a large image never sits in memory)."""
+        try:
+            with self.http.stream("GET", path, timeout=DOWNLOAD_TIMEOUT) as response:
+                if not response.is_success:
+                    response.read()
+                    raise self.error(response)
+                for chunk in response.iter_bytes(1024 * 1024):
+                    sink(chunk)
+                return response.headers
+        except httpx.TransportError as exc:
+            raise self.unreachable(exc) from None
 
     def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self.request(method, path, **kwargs)

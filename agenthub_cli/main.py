@@ -33,6 +33,7 @@ from agenthub_cli.commands import (
 )
 from agenthub_cli.config import DEFAULT_URL, credentials
 from agenthub_cli.output import err, out_json
+from agenthub_cli.reproduce import cmd_reproduce
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("wait", cmd_wait, "wait until the job is settled").add_argument(
         "--timeout", type=_timeout, help="give up after S seconds (exit 2)", metavar="S"
     )
+    _reproduce_arguments(add("reproduce", cmd_reproduce, "an attempt's environment, at home"))
     add("mcp", cmd_mcp, "serve the Model Context Protocol on stdio", job=False)
     return parser
 
@@ -111,6 +113,21 @@ def _submit_arguments(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "prompt", nargs="?", metavar="PROMPT", help="the instruction; - or none reads stdin"
+    )
+
+
+def _reproduce_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
+    sub.add_argument("--dir", help="where to check the workspace out (default agenthub-ID-N)")
+    sub.add_argument(
+        "--at", choices=("start", "result"), default="start", help="the workspace's commit"
+    )
+    sub.add_argument("--run", action="store_true", help="run the docker command it prints")
+    sub.add_argument(
+        "--server", action="store_true", help="run the attempt again on the server instead"
+    )
+    sub.add_argument(
+        "command", nargs="*", help="with --run: what to run in it instead of a shell (after --)"
     )
 
 

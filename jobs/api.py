@@ -31,6 +31,7 @@ from hooks import services as hook_services
 from jobs import access, ratelimit, schemas, services, tokens
 from jobs.api_agents import router as agents_router
 from jobs.api_repos import router as repos_router
+from jobs.api_reproduce import router as reproduce_router
 from jobs.errors import BadInput, Forbidden, NotFound, ServiceError, TooLarge, Unauthorized
 from jobs.group_commit import GroupCommit
 from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Job, JobStatus
@@ -572,3 +573,5 @@ def revoke_token(request: ApiRequest, token_id: int) -> Any:
 # The team's agents (jobs/api_agents.py) and repositories' settings (jobs/api_repos.py).
 api.add_router("/teams", agents_router)
 api.add_router("/repos", repos_router)
+# Reproducing an attempt (jobs/api_reproduce.py).
+api.add_router("/jobs", reproduce_router)

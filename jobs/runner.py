@@ -33,6 +33,7 @@ from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
 from jobs.sandbox.base import Backend, Limits, OutputLine, RunningSandbox, SandboxSpec
+from jobs.sandbox.bwrap import host_versions
 from jobs.sandbox.tools import host_tools
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,16 @@ class _Setup:
     environment: environments.Plan | None = None
     environment_card: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """For a reproduction (jobs/services/reproduce.py), what the original ran: its command,
+        limits, backend and image win over the agent's current ones."""
+        return dict(self.attempt.card.get("reproduces") or {})
+
+    @property
+    def command(self) -> str:
+        return str(self.recipe.get("command") or self.attempt.job.agent.command)
+
     @classmethod
     def of(cls, attempt: Attempt, store: Path, workdir: Path) -> _Setup:
         job, agent = attempt.job, attempt.job.agent
@@ -166,10 +177,13 @@ class _Setup:
             raise _Refused(f"could not prepare the workspace: {exc}") from None
         inputs = _write_inputs(attempt, workdir)
         default = toolchain.image() if agent.provider else settings.AGENTHUB_SANDBOX_IMAGE
-        image = attempt.card.get("pinned_image") or agent.image or default
+        recipe = attempt.card.get("reproduces") or {}
+        image = recipe.get("image_id") or attempt.card.get("pinned_image") or agent.image or default
         try:
             backend = get_backend(
-                _backend_name(agent.backend or settings.AGENTHUB_SANDBOX, image),
+                _backend_name(
+                    recipe.get("backend") or agent.backend or settings.AGENTHUB_SANDBOX, image
+                ),
                 allow_local=settings.AGENTHUB_ALLOW_LOCAL_SANDBOX,
             )
             built_from = sandbox_image_id(image) if backend.name == "docker" else ""
@@ -199,7 +213,7 @@ class _Setup:
         attempt, agent = self.attempt, self.attempt.job.agent
         return SandboxSpec(
             workspace=self.workspace,
-            command=wiring.prologue() + agent.command if door else agent.command,
+            command=wiring.prologue() + self.command if door else self.command,
             env={
                 "AGENTHUB_JOB_ID": attempt.job.public_id,
                 "AGENTHUB_ATTEMPT": str(attempt.number),
@@ -211,7 +225,11 @@ class _Setup:
                 **self.model_env,
                 **agent.secrets,
             },
-            limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
+            limits=(
+                Limits(**self.recipe["limits"])
+                if "limits" in self.recipe
+                else Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes)
+            ),
             uid=_uid(attempt),
             ro_files={**self.inputs, **self.tool_files, **(wiring.files(door) if door else {})},
             dirs=(
@@ -232,16 +250,22 @@ class _Setup:
         attempt, agent = self.attempt, self.attempt.job.agent
         return {
             "backend": self.backend.name,
-            "command": agent.command,
+            "command": self.command,
             "limits": asdict(spec.limits),
             "egress": agent.egress,
             **({"egress_allowlist": door.policy.describe()} if door else {}),
             "base_commit": attempt.base_commit,
             "start_commit": attempt.start_commit,
             "agent": agent.name,
-            "agent_version": _config_hash(agent.command, spec.limits, agent.egress),
+            "agent_version": _config_hash(self.command, spec.limits, agent.egress),
             "worker": worker_name(),
             "uid": spec.uid,
+            **({"host_tools": host_versions()} if not self.built_from else {}),
+            **(
+                {"reproduces": {k: self.recipe[k] for k in ("attempt", "unavailable")}}
+                if self.recipe
+                else {}
+            ),
             **({"environment": self.environment_card} if self.environment_card else {}),
             **({"image": self.image, "image_id": self.built_from} if self.built_from else {}),
             **(
@@ -270,6 +294,15 @@ def _prepare_environment(setup: _Setup, store: Path, workdir: Path) -> tuple[str
         return None  # nothing is mounted there: no fixed path to keep an environment at
     made_by = environments.made_by(setup.backend.name, setup.built_from)
     plan = environments.plan_for(repository, store, attempt.start_commit, made_by)
+    recorded = setup.recipe.get("environment_key", "")
+    if recorded and environments.Plan(recorded, "", "", "").ready:
+        # A reproduction runs in the very environment the original had, while it is kept.
+        plan = environments.Plan(recorded, "", repository.maintenance_script.strip(), "")
+    elif recorded and (plan is None or plan.key != recorded):
+        note = f"environment {recorded} is gone; " + (
+            f"set up again as {plan.key}" if plan else "the repository has none now"
+        )
+        events.append_events(attempt.pk, [events.Draft("warning", note)])
     if plan is None:
         return None
     secrets = repository.secrets

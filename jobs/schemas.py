@@ -144,6 +144,16 @@ class RepositoryOut(Schema):
     environment_path: str = Field(description="Where the environment is inside the sandbox")
 
 
+class Reproduced(Schema):
+    id: str
+    attempt: int = Field(description="The new attempt's number")
+    reproduces: int = Field(description="The attempt it runs again")
+    unavailable: list[str] = Field(
+        description="What of the original can no longer be had, in words (an image no longer "
+        "on the engine, a removed environment, host tools as they are now, a model asked again)"
+    )
+
+
 class Synced(Schema):
     repo: str
     synced_at: Timestamp

@@ -13,6 +13,11 @@ urlpatterns = [
     path("jobs/<str:public_id>/merge", views.merge_action, name="job-merge"),
     path("jobs/<str:public_id>/cancel", views.cancel_action, name="job-cancel"),
     path("jobs/<str:public_id>/rerun", views.rerun_action, name="job-rerun"),
+    path(
+        "jobs/<str:public_id>/attempts/<int:number>/reproduce",
+        views.reproduce_action,
+        name="job-reproduce",
+    ),
     path("jobs/<str:public_id>/push", views.push_action, name="job-push"),
     path("jobs/<str:public_id>/diff/file", views.diff_file, name="job-diff-file"),
     path("settings/tokens/", tokens.page, name="tokens"),

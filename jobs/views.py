@@ -338,6 +338,19 @@ def rerun_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
 
 @login_required
 @require_POST
+def reproduce_action(request: HtmxHttpRequest, public_id: str, number: int) -> HttpResponse:
+    """Run the attempt again on what it ran on; the new attempt's log says what could not be
+    had (jobs/services/reproduce.py)."""
+    job = _job(request, public_id)
+    try:
+        attempt, _ = services.reproduce_attempt(request.user, job, number)
+    except ServiceError:
+        return redirect("job", public_id=job.public_id)  # the page shows why it cannot
+    return redirect(f"{reverse('job', args=[job.public_id])}?attempt={attempt.number}")
+
+
+@login_required
+@require_POST
 def push_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     return _act(request, public_id, services.push_job)
 

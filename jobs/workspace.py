@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -356,6 +357,12 @@ def read_ref(store: Path, ref: str) -> Ref:
     return Ref(str(commit.id), f"refs/heads/{ref}" in repo.references)
 
 
+def has_commit(store: Path, commit: str) -> bool:
+    validate_ref_name(commit)
+    found = run_git(["cat-file", "-e", f"{commit}^{{commit}}"], git_dir=store, check=False)
+    return found.returncode == 0
+
+
 def resolve_commit(store: Path, ref: str) -> str:
     return read_ref(store, ref).commit
 
@@ -673,6 +680,21 @@ def push(store: Path, url: str, branch: str) -> None:
         ["push", *_remote_command("--receive-pack", url), "--", url, f"{ref}:{ref}"],
         git_dir=store,
     )
+
+
+def bundle(store: Path, commits: dict[str, str], out: Path) -> None:
+    """A git bundle at `out` holding `commits` (name -> commit) and their history, each as
+    refs/agenthub/bundles/<token>/<name>, for a clone on someone's own machine."""
+    token = secrets.token_hex(6)
+    refs = {f"refs/agenthub/bundles/{token}/{name}": commit for name, commit in commits.items()}
+    try:
+        for ref, commit in refs.items():
+            validate_ref_name(commit)
+            run_git(["update-ref", ref, commit], git_dir=store)
+        run_git(["bundle", "create", str(out.absolute()), *refs], git_dir=store, timeout=600)
+    finally:
+        for ref in refs:
+            run_git(["update-ref", "-d", ref], git_dir=store, check=False)
 
 
 def _text(raw: bytes) -> str:

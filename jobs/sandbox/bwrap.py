@@ -25,6 +25,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -417,3 +418,23 @@ def _version(path: str) -> tuple[int, ...]:
         return ()
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
     return tuple(int(part) for part in match.groups() if part) if match else ()
+
+
+@functools.cache
+def host_versions() -> dict[str, str]:
+    """What a bwrap (or local) attempt ran on, for its card: the sandbox's python3, the bound
+    ruff (jobs/sandbox/tools.py), and bubblewrap; looked up once per worker process."""
+    found = {}
+    for name, command in (
+        ("python3", ["/usr/bin/python3", "--version"]),
+        ("ruff", [str(Path(sys.executable).with_name("ruff")), "--version"]),
+        ("bwrap", [find_bwrap(), "--version"]),
+    ):
+        try:
+            said = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        found[name] = (
+            (said.stdout or said.stderr).strip().split()[-1] if said.returncode == 0 else ""
+        )
+    return {name: version for name, version in found.items() if version}

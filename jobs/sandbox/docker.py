@@ -11,15 +11,19 @@ ends or is killed; reap() removes those a dead worker left behind.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
 import signal
 import subprocess
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -263,6 +267,30 @@ def image_id(image: str) -> str:
                 f"image {image!r} is not on this Docker Engine; build it with `make sandbox-image`"
                 " (the AI presets' images: `make agent-images`)"
             ) from exc
+
+
+def image_with(image: str, directory: Path | None, inside: str, tag: str) -> str:
+    """`image` with `directory` copied in at `inside` (a repository environment, for taking an
+    attempt home), tagged `tag`; `image` itself when there is no directory. Built from a
+    context streamed from a temporary tar, so a large environment never sits in memory."""
+    if directory is None:
+        return image
+    with _engine_errors("could not build the image"), tempfile.TemporaryFile() as context:
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            dockerfile = f"FROM {image}\nCOPY environment {inside}\n".encode()
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile))
+            tar.add(directory, arcname="environment")
+        context.seek(0)
+        _client().images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    return tag
+
+
+def save_image(image: str) -> Iterator[bytes]:
+    """`docker save` of `image`, in chunks, named so `docker load` tags it again."""
+    with _engine_errors(f"could not save image {image!r}"):
+        yield from _client().images.get(image).save(chunk_size=1024 * 1024, named=True)
 
 
 def reap(keep: Callable[[dict[str, str]], bool]) -> list[str]:

@@ -12,6 +12,7 @@ these verbs, never the modules' internals.
 - lifecycle: an attempt's transitions and the job status they derive; cancel, re-run
 - reconcile: lost attempts, redelivery, orphaned containers
 - review: reviews and follow-up attempts
+- reproduce: a new attempt on exactly what an earlier one ran on
 - results, merge: the result a decision is about; merging and pushing it
 - announce: realtime messages and the job_settled signal, on commit
 """
@@ -34,6 +35,7 @@ from jobs.services.repositories import (
     rebuild_environment,
     register_repository,
 )
+from jobs.services.reproduce import reproduce_attempt
 from jobs.services.results import approvals, result_attempt
 from jobs.services.review import review_job
 from jobs.services.submission import MAX_ATTEMPTS, Submission, submit_job, submit_jobs
@@ -54,6 +56,7 @@ __all__ = [
     "heartbeat",
     "mark_running",
     "rebuild_environment",
+    "reproduce_attempt",
     "merge_job",
     "push_job",
     "reconcile",
