@@ -13,7 +13,7 @@ import pytest
 
 from jobs import workspace
 from jobs.models import Agent, Attempt, Job, Repository
-from tests.conftest import shell_agent
+from tests.conftest import commit_files, shell_agent
 from tests.test_cli import agenthub  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
@@ -43,8 +43,10 @@ def test_reproducing_a_bwrap_attempt_runs_what_it_ran_and_gives_the_same_tree(
     first = job.attempts.get()
     assert first.status == "succeeded" and first.result_commit, first.reason
     assert first.card["host_tools"]["python3"]  # what a bwrap attempt ran on
-    # The agent changes; a reproduction still runs the original's command and limits.
+    # The agent changes and upstream moves on; a reproduction still runs the original's
+    # command and limits on its start commit.
     Agent.objects.filter(pk=agent.pk).update(command="echo changed > lines.txt", cpus=0.5)
+    commit_files(Path(repo.source), {"calc/__init__.py": "# moved on upstream\n"})
     answer = client.post(f"/api/v1/jobs/{job.public_id}/attempts/1/reproduce")
     assert answer.status_code == 202, answer.content
     body = answer.json()

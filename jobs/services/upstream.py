@@ -75,12 +75,14 @@ def sync_due() -> list[str]:
 def follow_upstream(attempt_id: int) -> None:
     """Before an attempt is prepared: if it starts from a branch, fetch upstream (unless the
     store did so moments ago) and start it, and the attempts of its round not yet started, from
-    that branch's head."""
+    that branch's head. A reproduction keeps its original's start."""
     attempt = Attempt.objects.select_related("job__repository__team").get(pk=attempt_id)
     job = attempt.job
     from_branch = attempt.round > 1 or job.base_ref == job.target_branch
     if attempt.base_synced_at or attempt.start_commit != attempt.base_commit or not from_branch:
         return
+    if attempt.card.get("reproduces"):
+        return  # it runs on its original's start, whatever upstream did since
     repository = job.repository
     note = ""
     fresh = timedelta(seconds=settings.AGENTHUB_SYNC_FRESH_SECONDS)
