@@ -1,10 +1,12 @@
 """A repository's settings over the API, for its team's admins (and staff):
 `GET` and `PATCH /api/v1/repos/<name>` (its environment's scripts, push URL, sync interval,
-write-only secrets) and `POST /api/v1/repos/<name>/environment/rebuild`. `<name>` is as in a
-submit; `?team=` picks one when several of your teams have a repository of that name.
+write-only secrets, write-only fetch and push credentials) and
+`POST /api/v1/repos/<name>/environment/rebuild`. `<name>` is as in a submit; `?team=` picks one
+when several of your teams have a repository of that name.
 
 PATCH validates exactly as the repository's page does (jobs.team_forms.RepositoryForm) and
-audits the same way. Secrets show by name only; URLs with their credentials redacted."""
+audits the same way. Secrets show by name only, credentials by kind; URLs with their
+credentials redacted."""
 
 from __future__ import annotations
 
@@ -15,7 +17,13 @@ from ninja import Body, Router, Status
 from jobs import access, environments, schemas, services, workspace
 from jobs.errors import BadInput, Forbidden
 from jobs.models import Repository, Role
-from jobs.team_forms import REPOSITORY_FIELDS, RepositoryForm, as_posted
+from jobs.team_forms import (
+    REPOSITORY_FIELDS,
+    SECRET_FIELDS,
+    RepositoryForm,
+    as_posted,
+    credentials_kind,
+)
 from jobs.teams import save_with_audit, values
 
 router = Router(tags=["repositories"])
@@ -47,7 +55,7 @@ def patch_repo(request: Any, name: str, body: Body[dict[str, Any]], team: str = 
         raise BadInput(
             f"Unknown field(s): {', '.join(unknown)}; writable: {writable}.", field=unknown[0]
         )
-    current = {f: getattr(repository, f) for f in REPOSITORY_FIELDS if f != "secrets"}
+    current = {f: getattr(repository, f) for f in REPOSITORY_FIELDS if f not in SECRET_FIELDS}
     form = RepositoryForm(as_posted(current, body), instance=repository)
     before = values(form)
     if not form.is_valid():
@@ -83,6 +91,7 @@ def repo_out(repository: Repository) -> dict[str, Any]:
         "setup_script": repository.setup_script,
         "maintenance_script": repository.maintenance_script,
         "secrets": sorted(repository.secrets or {}),  # names only
+        "credentials": credentials_kind(repository.credentials) or None,  # the kind only
         "environment_generation": repository.environment_generation,
         "environment_path": environments.ENV_PATH,
     }

@@ -17,8 +17,8 @@ from django.utils.functional import cached_property
 
 from egress.policy import Egress, validate_allowlist
 from gateway.providers import Provider
-from gateway.vault import SealedJSONField
-from jobs import checks
+from gateway.vault import SealedJSONField, Unopened
+from jobs import checks, git_auth
 from jobs.validation import (
     IMAGE_REFERENCE,
     command_problem,
@@ -97,6 +97,9 @@ class Repository(models.Model):
     # Env vars for the setup and maintenance scripts only (never the agent), masked in logs;
     # encrypted at rest and write-only in every UI and API.
     secrets = SealedJSONField(default=dict, blank=True)
+    # How the host's git fetches the source and pushes merges (jobs/git_auth.py): {"token",
+    # "username"?} or {"ssh_key"}; encrypted at rest, write-only everywhere.
+    credentials = SealedJSONField(default=dict, blank=True)
     # Part of the environment's key: "rebuild environment" bumps it, so the next attempt sets up
     # afresh and retention removes the old one.
     environment_generation = models.PositiveIntegerField(default=0)
@@ -112,6 +115,10 @@ class Repository(models.Model):
         errors = {}
         if problem := secrets_problem(self.secrets):
             errors["secrets"] = problem
+        if not isinstance(self.credentials, Unopened) and (
+            problem := git_auth.problem(self.credentials)
+        ):
+            errors["credentials"] = problem
         for field in ("setup_script", "maintenance_script"):
             script = getattr(self, field)
             if script.strip() and (problem := command_problem(script)):

@@ -138,6 +138,10 @@ class RepositoryOut(Schema):
     )
     maintenance_script: str = Field(description="Run in every attempt before the agent")
     secrets: list[str] = Field(description="The names of the setup's secrets (write-only values)")
+    credentials: str | None = Field(
+        description="Which fetch and push credentials it has (token or ssh_key; write-only: "
+        "PATCH {credentials: {token, username?} | {ssh_key} | {}}); null: none"
+    )
     environment_generation: int = Field(
         description="Bumped by a rebuild: part of the environment's key"
     )

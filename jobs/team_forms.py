@@ -12,7 +12,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
-from jobs import workspace
+from jobs import git_auth, workspace
 from jobs.models import NAME_VALIDATOR, Agent, Membership, Repository, Role, Team
 
 
@@ -122,6 +122,7 @@ REPOSITORY_FIELDS = [
     "setup_script",
     "maintenance_script",
     "secrets",
+    "credentials",
 ]
 
 
@@ -129,6 +130,11 @@ class RepositoryForm(forms.ModelForm):
     secrets = forms.CharField(
         required=False,
         widget=SecretsInput(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+    )
+    credentials = forms.CharField(
+        label="Fetch and push credentials",
+        required=False,
+        widget=SecretsInput(attrs={"rows": 2, "autocomplete": "off", "spellcheck": "false"}),
     )
 
     class Meta:
@@ -158,9 +164,18 @@ class RepositoryForm(forms.ModelForm):
         self.fields["secrets"].help_text = secrets_help(
             self.instance.secrets, "the setup and maintenance scripts (never the agent)"
         )
+        kind = credentials_kind(self.instance.credentials)
+        self.fields["credentials"].help_text = (f"Set now: {kind}. " if kind else "None set. ") + (
+            'How AgentHub fetches the source and pushes merges: {"token": "...", "username": '
+            '"..."} for HTTPS, or {"ssh_key": "-----BEGIN OPENSSH PRIVATE KEY-----..."}; {} '
+            "removes them; empty keeps them. Encrypted at rest, never shown or logged."
+        )
 
     def clean_secrets(self) -> Any:
         return parse_secrets(self.cleaned_data["secrets"], self.instance.secrets)
+
+    def clean_credentials(self) -> Any:
+        return parse_secrets(self.cleaned_data["credentials"], self.instance.credentials)
 
     def clean_name(self) -> str:
         # The model's unique (team, name) constraint is not checked by the form: team is not
@@ -203,6 +218,11 @@ def _branches(store: Path) -> list[str]:
     )
     names = listed.stdout.decode(errors="replace").split()
     return [name for name in names if not name.startswith(ATTEMPT_BRANCHES)]
+
+
+def credentials_kind(credentials: Any) -> str:
+    """Which credentials a repository has, never what they are: "token", "ssh_key" or ""."""
+    return git_auth.of(credentials).kind
 
 
 AGENT_FIELDS = [
@@ -306,16 +326,20 @@ class TeamSettingsForm(forms.ModelForm):
         }
 
 
+SECRET_FIELDS = ("secrets", "credentials")
+
+
 def as_posted(current: dict[str, Any], given: dict[str, Any]) -> dict[str, str]:
     """What a page's form would post for an API change: the current values with the given ones
     on top; secrets only when given (as the JSON the field reads)."""
-    merged = {**current, **{k: v for k, v in given.items() if k != "secrets"}}
+    merged = {**current, **{k: v for k, v in given.items() if k not in SECRET_FIELDS}}
     data: dict[str, str] = {}
     for field, value in merged.items():
         if value is True:
             data[field] = "on"
         elif value not in (False, None):
             data[field] = str(value)
-    if "secrets" in given:
-        data["secrets"] = json.dumps(given["secrets"])
+    for secret in ("secrets", "credentials"):
+        if secret in given:
+            data[secret] = json.dumps(given[secret])
     return data

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pygit2
 
+from jobs import git_auth
+
 DEFAULT_IDENTITY = ("AgentHub", "agenthub@localhost")
 AGENT_IDENTITY = ("AgentHub Agent", "agent@agenthub.localhost")
 MAX_REF_LENGTH = 200
@@ -31,6 +33,7 @@ MAX_REF_LENGTH = 200
 # credential store can be found.
 _EMPTY_HOME = "/nonexistent/agenthub-git-home"
 
+SSH_COMMAND = "ssh -o BatchMode=yes"
 # Passed as `-c` to every git the host runs; command-line config outranks every config file.
 _HARDENING = (
     "core.hooksPath=/dev/null",
@@ -44,7 +47,7 @@ _HARDENING = (
     "protocol.file.allow=always",
     "protocol.https.allow=always",
     "protocol.ssh.allow=always",
-    "core.sshCommand=ssh -o BatchMode=yes",
+    f"core.sshCommand={SSH_COMMAND}",
 )
 
 # For local (path or file://) transports git starts upload-pack/receive-pack inside the other
@@ -176,7 +179,10 @@ def run_git(
     check: bool = True,
     timeout: float = 120,
     identity: tuple[str, str] | None = None,
+    auth: git_auth.Auth | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
+    """git with the hardening options, a minimal environment and, for a fetch or push, the
+    repository's credentials (jobs/git_auth.py)."""
     env = _environment(identity or DEFAULT_IDENTITY)
     for name, path in (
         ("GIT_DIR", git_dir),
@@ -185,19 +191,19 @@ def run_git(
     ):
         if path is not None:
             env[name] = str(path.absolute())
-    command = ["git", *_config_options(_HARDENING), *args]
     try:
-        result = subprocess.run(
-            command,
-            input=input,
-            stdin=subprocess.DEVNULL if input is None else None,
-            capture_output=True,
-            env=env,
-            # Never inside a work tree: with no GIT_DIR, git must not discover a repository.
-            cwd="/",
-            timeout=timeout,
-            check=False,
-        )
+        with git_auth.git_options(auth, SSH_COMMAND) as (options, auth_env):
+            result = subprocess.run(
+                ["git", *_config_options(_HARDENING), *options, *args],
+                input=input,
+                stdin=subprocess.DEVNULL if input is None else None,
+                capture_output=True,
+                env={**env, **auth_env},
+                # Never inside a work tree: with no GIT_DIR, git must not discover a repository.
+                cwd="/",
+                timeout=timeout,
+                check=False,
+            )
     except subprocess.TimeoutExpired as exc:
         raise GitError(args, None, f"no result after {timeout} seconds") from exc
     if check and result.returncode != 0:
@@ -226,7 +232,7 @@ def _config_options(settings: tuple[str, ...]) -> list[str]:
     return [option for setting in settings for option in ("-c", setting)]
 
 
-def create_store(source: str, store: Path) -> None:
+def create_store(source: str, store: Path, *, auth: git_auth.Auth | None = None) -> None:
     """Make a bare copy of `source` holding all its branches and tags."""
     source = _checked_source(source)
     if store.exists():
@@ -243,7 +249,8 @@ def create_store(source: str, store: Path) -> None:
             "--",
             source,
             str(store.absolute()),
-        ]
+        ],
+        auth=auth,
     )
     # The store is updated with an explicit source each time; keeping the URL would only keep
     # credentials embedded in it on disk.
@@ -261,7 +268,9 @@ class Synced:
 UPSTREAM = "refs/upstream/"
 
 
-def sync_store(store: Path, source: str, *, timeout: float) -> Synced:
+def sync_store(
+    store: Path, source: str, *, timeout: float, auth: git_auth.Auth | None = None
+) -> Synced:
     """Fetch `source`'s branches into the store's refs/upstream/* (and its tags), then move each
     store branch to its upstream head where that is a fast-forward, creating new ones. A branch
     holding commits upstream lacks, AgentHub's merges not yet pushed, is never moved or lost."""
@@ -278,6 +287,7 @@ def sync_store(store: Path, source: str, *, timeout: float) -> Synced:
         ],
         git_dir=store,
         timeout=timeout,
+        auth=auth,
     )
     listed = run_git(
         ["for-each-ref", "--format=%(objectname) %(refname)", UPSTREAM, "refs/heads/"],
@@ -652,7 +662,7 @@ def _move_ref(store: Path, ref: str, new: str, old: str) -> None:
     run_git(["update-ref", "-m", "agenthub merge", ref, new, old], git_dir=store)
 
 
-def fetch_branch(store: Path, url: str, branch: str) -> str:
+def fetch_branch(store: Path, url: str, branch: str, auth: git_auth.Auth | None = None) -> str:
     """`branch`'s head at `url`, fetched into the store (refs/agenthub/pushed/<branch>)."""
     url = _checked_source(url)
     validate_ref_name(branch)
@@ -667,11 +677,12 @@ def fetch_branch(store: Path, url: str, branch: str) -> str:
             f"+refs/heads/{branch}:{ref}",
         ],
         git_dir=store,
+        auth=auth,
     )
     return resolve_commit(store, ref)
 
 
-def push(store: Path, url: str, branch: str) -> None:
+def push(store: Path, url: str, branch: str, auth: git_auth.Auth | None = None) -> None:
     """Push the store's `branch` to the same branch at `url`; never forced."""
     url = _checked_source(url)
     validate_ref_name(branch)
@@ -679,6 +690,7 @@ def push(store: Path, url: str, branch: str) -> None:
     run_git(
         ["push", *_remote_command("--receive-pack", url), "--", url, f"{ref}:{ref}"],
         git_dir=store,
+        auth=auth,
     )
 
 

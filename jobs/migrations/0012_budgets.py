@@ -5,25 +5,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0011_activity'),
+        ("jobs", "0011_activity"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='budget_requests',
+            model_name="agent",
+            name="budget_requests",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='agent',
-            name='budget_usd',
-            field=models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True, validators=[django.core.validators.MinValueValidator(0)]),
+            model_name="agent",
+            name="budget_usd",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=4,
+                max_digits=10,
+                null=True,
+                validators=[django.core.validators.MinValueValidator(0)],
+            ),
         ),
         migrations.AddField(
-            model_name='attempt',
-            name='budget_exceeded',
+            model_name="attempt",
+            name="budget_exceeded",
             field=models.CharField(blank=True, max_length=200),
         ),
     ]

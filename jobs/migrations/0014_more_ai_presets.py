@@ -6,16 +6,26 @@ from jobs.builtin import install_presets
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0013_sealed_agent_secrets'),
+        ("jobs", "0013_sealed_agent_secrets"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='agent',
-            name='output_format',
-            field=models.CharField(choices=[('text', 'plain text'), ('claude-stream-json', 'Claude Code stream-json'), ('codex-json', 'Codex exec --json'), ('gemini-stream-json', 'Gemini CLI stream-json'), ('aider-text', "aider's text"), ('openhands-json', 'OpenHands events')], default='text', max_length=32),
+            model_name="agent",
+            name="output_format",
+            field=models.CharField(
+                choices=[
+                    ("text", "plain text"),
+                    ("claude-stream-json", "Claude Code stream-json"),
+                    ("codex-json", "Codex exec --json"),
+                    ("gemini-stream-json", "Gemini CLI stream-json"),
+                    ("aider-text", "aider's text"),
+                    ("openhands-json", "OpenHands events"),
+                ],
+                default="text",
+                max_length=32,
+            ),
         ),
         migrations.RunPython(install_presets, migrations.RunPython.noop),
     ]

@@ -6,15 +6,14 @@ from jobs.builtin import install_presets
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0014_more_ai_presets'),
+        ("jobs", "0014_more_ai_presets"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='model',
+            model_name="job",
+            name="model",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.RunPython(install_presets, migrations.RunPython.noop),

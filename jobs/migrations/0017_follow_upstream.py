@@ -4,35 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0016_openhands_preset'),
+        ("jobs", "0016_openhands_preset"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='attempt',
-            name='base_synced_at',
+            model_name="attempt",
+            name="base_synced_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='attempt',
-            name='sync_note',
+            model_name="attempt",
+            name="sync_note",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='last_synced_at',
+            model_name="repository",
+            name="last_synced_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='sync_error',
+            model_name="repository",
+            name="sync_error",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='repository',
-            name='sync_interval',
-            field=models.PositiveIntegerField(default=600, help_text='Seconds between syncs with the source; 0: only before jobs.'),
+            model_name="repository",
+            name="sync_interval",
+            field=models.PositiveIntegerField(
+                default=600, help_text="Seconds between syncs with the source; 0: only before jobs."
+            ),
         ),
     ]

@@ -4,25 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0017_follow_upstream'),
+        ("jobs", "0017_follow_upstream"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='push_at',
+            model_name="job",
+            name="push_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='job',
-            name='push_detail',
+            model_name="job",
+            name="push_detail",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='job',
-            name='push_status',
-            field=models.CharField(blank=True, choices=[('pending', 'Pending'), ('pushed', 'Pushed'), ('failed', 'Failed'), ('not_configured', 'kept in AgentHub, not pushed')], max_length=16),
+            model_name="job",
+            name="push_status",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("pending", "Pending"),
+                    ("pushed", "Pushed"),
+                    ("failed", "Failed"),
+                    ("not_configured", "kept in AgentHub, not pushed"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

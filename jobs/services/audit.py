@@ -8,9 +8,12 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from jobs import workspace
 from jobs.models import AuditEntry, AuditHead, Job, Team
 
-REDACTED_FIELDS = frozenset({"secrets", "key_hash", "password"})
+REDACTED_FIELDS = frozenset({"secrets", "credentials", "key_hash", "password"})
+# URLs whose credentials, if any were written into them, are hidden.
+URL_FIELDS = frozenset({"push_url", "source"})
 
 
 def audit(
@@ -119,6 +122,8 @@ def audit_change(
 
 
 def _redacted(name: str, old: Any, new: Any) -> list[Any]:
+    if name in URL_FIELDS:
+        return [workspace.redacted(str(old or "")), workspace.redacted(str(new or ""))]
     if name not in REDACTED_FIELDS:
         return [_plain(old), _plain(new)]
     if isinstance(old, dict) and isinstance(new, dict):

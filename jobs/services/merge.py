@@ -11,11 +11,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import access, authorship, workspace
+from jobs import access, authorship, git_auth, workspace
 from jobs.errors import Conflict
 from jobs.models import Attempt, Decision, Job, JobStatus, PushStatus
 from jobs.services.announce import announce, publish
 from jobs.services.audit import audit
+from jobs.services.repositories import auth_of
 from jobs.services.results import approvals, result_attempt
 
 log = logging.getLogger(__name__)
@@ -161,15 +162,15 @@ def _push(user: Any, job: Job) -> None:
         _pushed(job, PushStatus.NOT_CONFIGURED, "kept in AgentHub, not pushed: no push URL")
         return
     store, url = Path(repository.store_path), repository.push_url
-    shown = workspace.redacted(url)
+    shown, auth = workspace.redacted(url), auth_of(repository.credentials)
     try:
         try:
-            workspace.push(store, url, job.target_branch)
+            workspace.push(store, url, job.target_branch, auth)
         except workspace.GitError as exc:
             if not _refused_as_behind(exc):
                 raise
-            _merge_pushed_head(job, store, url)
-            workspace.push(store, url, job.target_branch)
+            _merge_pushed_head(job, store, url, auth)
+            workspace.push(store, url, job.target_branch, auth)
     except (workspace.GitError, ValueError) as exc:
         reason = workspace.reason(exc)
         _pushed(job, PushStatus.FAILED, reason)
@@ -203,9 +204,9 @@ def _refused_as_behind(exc: workspace.GitError) -> bool:
     return any(sign in exc.stderr for sign in ("non-fast-forward", "fetch first", "[rejected]"))
 
 
-def _merge_pushed_head(job: Job, store: Path, url: str) -> None:
+def _merge_pushed_head(job: Job, store: Path, url: str, auth: git_auth.Auth) -> None:
     """The branch moved on where we push: fetch its head there and merge it into ours."""
-    head = workspace.fetch_branch(store, url, job.target_branch)
+    head = workspace.fetch_branch(store, url, job.target_branch, auth)
     message = f"Merge upstream {job.target_branch} into AgentHub job {job.public_id}'s merge\n"
     merged = workspace.merge(
         store, job.target_branch, head, message, identity=authorship.identity()

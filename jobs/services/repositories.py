@@ -11,22 +11,31 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from jobs import access, workspace
+from jobs import access, git_auth, workspace
 from jobs.errors import BadInput
 from jobs.models import Repository, Team
 from jobs.services.audit import audit
 
 
 def register_repository(
-    actor: Any, team: Team, name: str, source: str, *, push_url: str = "", setup_script: str = ""
+    actor: Any,
+    team: Team,
+    name: str,
+    source: str,
+    *,
+    push_url: str = "",
+    setup_script: str = "",
+    credentials: dict[str, str] | None = None,
 ) -> Repository:
     if Repository.objects.filter(team=team, name=name).exists():
         raise BadInput(f"Team {team.name} already has a repository named {name!r}.", field="name")
     source = _normalise_source(source)
+    if problem := git_auth.problem(credentials or {}):
+        raise BadInput(problem, field="credentials")
     store = settings.AGENTHUB_DATA_DIR / "stores" / team.name / f"{name}-{secrets.token_hex(4)}.git"
     store.parent.mkdir(parents=True, exist_ok=True)
     try:
-        workspace.create_store(source, store)
+        workspace.create_store(source, store, auth=auth_of(credentials or {}))
     except workspace.GitError as exc:
         raise BadInput(f"Could not copy {source!r}: {exc}", field="source") from exc
     with transaction.atomic():
@@ -36,6 +45,7 @@ def register_repository(
             source=source,
             push_url=push_url,
             setup_script=setup_script,
+            credentials=credentials or {},
             store_path=str(store),
             default_branch=workspace.default_branch(store),
             last_synced_at=timezone.now(),
@@ -48,6 +58,16 @@ def register_repository(
             source=workspace.redacted(source),
         )
     return repo
+
+
+def auth_of(credentials: Any) -> git_auth.Auth:
+    """How the host's git authenticates for a repository: its stored credentials, SSH host keys
+    trusted on first use in the data directory, HTTPS checked against AGENTHUB_CA_BUNDLE."""
+    return git_auth.of(
+        credentials,
+        known_hosts=str(settings.AGENTHUB_DATA_DIR / "ssh_known_hosts"),
+        ca_bundle=settings.AGENTHUB_CA_BUNDLE,
+    )
 
 
 def rebuild_environment(actor: Any, repository: Repository) -> Repository:

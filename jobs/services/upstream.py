@@ -22,6 +22,7 @@ from jobs import events, workspace
 from jobs.errors import ServiceError
 from jobs.models import Attempt, AttemptStatus, Job, Repository
 from jobs.services.audit import audit
+from jobs.services.repositories import auth_of
 
 
 class SyncFailed(ServiceError):
@@ -35,7 +36,10 @@ def sync_repository(repository: Repository) -> workspace.Synced:
     with _locked(store):
         try:
             synced = workspace.sync_store(
-                store, repository.source, timeout=settings.AGENTHUB_SYNC_TIMEOUT
+                store,
+                repository.source,
+                timeout=settings.AGENTHUB_SYNC_TIMEOUT,
+                auth=auth_of(repository.credentials),
             )
         except (workspace.GitError, ValueError) as exc:
             reason = workspace.reason(exc)

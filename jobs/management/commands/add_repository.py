@@ -24,18 +24,33 @@ class Command(BaseCommand):
             help="A bash script that sets up its environment (e.g. pip install -e '.[test]')",
         )
 
+        auth = parser.add_mutually_exclusive_group()
+        auth.add_argument(
+            "--token-file", help="a file holding an HTTPS token to fetch and push with"
+        )
+        auth.add_argument(
+            "--ssh-key-file", help="a file holding an SSH private key to fetch and push with"
+        )
+        parser.add_argument("--username", default="", help="the token's user name, if it needs one")
+
     def handle(self, *args: Any, **options: Any) -> None:
         team = Team.objects.filter(name=options["team"]).first()
         if team is None:
             raise CommandError(f"No team named {options['team']!r}.")
         setup = ""
         if options["setup_file"]:
-            try:
-                setup = Path(options["setup_file"]).read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CommandError(f"Cannot read the setup file: {exc}") from exc
+            setup = _read(options["setup_file"])
             if problem := command_problem(setup):
                 raise CommandError(f"{options['setup_file']}: {problem}")
+        credentials = {}
+        if options.get("token_file"):
+            token = _read(options["token_file"]).strip()
+            credentials = {
+                "token": token,
+                **({"username": options["username"]} if options.get("username") else {}),
+            }
+        elif options.get("ssh_key_file"):
+            credentials = {"ssh_key": _read(options["ssh_key_file"])}
         try:
             repo = services.register_repository(
                 "manage.py",
@@ -44,9 +59,17 @@ class Command(BaseCommand):
                 options["source"],
                 push_url=options["push_url"],
                 setup_script=setup,
+                credentials=credentials,
             )
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
         self.stdout.write(
             f"Registered {repo} (default branch {repo.default_branch}) at {repo.store_path}"
         )
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"Cannot read {path}: {exc}") from exc
