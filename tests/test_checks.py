@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from agenthub_cli.commands import exit_status
-from jobs import checks, events, workspace
+from jobs import checks, events, remotes
 from jobs.builtin import BUILTIN_AGENTS
 from jobs.models import Agent, Attempt
 from jobs.sandbox.tools import REPORT
@@ -177,7 +177,7 @@ def test_findings_have_an_exit_status_of_their_own():
 
 def _run_check(client: Any, workers: Any, repo: Any, files: dict[str, str], agent: str) -> str:
     commit_files(Path(repo.source), files)
-    workspace.sync_store(Path(repo.store_path), repo.source, timeout=60)
+    remotes.sync_store(Path(repo.store_path), repo.source, timeout=60)
     response = client.post("/api/v1/jobs", {"repo": "demo", "agent": agent, "prompt": "check"})
     assert response.status_code == 202, response.content
     workers.burst()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.template.loader import render_to_string
 
-from jobs import diffview, workspace
+from jobs import diffview, remotes, workspace
 from jobs.diffview import LARGE_FILE_LINES, DiffFile, DiffLine, Hunk, TreeNode
 from tests.test_workspace import PLAIN_GIT_ENV
 
@@ -53,7 +53,7 @@ def real_diff(
     git(source, "add", "-A")
     git(source, "commit", "-q", "--allow-empty", "-m", "base")
     store = tmp_path / "store.git"
-    workspace.create_store(str(source), store)
+    remotes.create_store(str(source), store)
     base = workspace.resolve_commit(store, "main")
     agent_workspace = tmp_path / "workspace"
     workspace.prepare_workspace(store, base, BRANCH, agent_workspace)

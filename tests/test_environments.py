@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from jobs import environments, retention, workspace
+from jobs import environments, remotes, retention
 from jobs.models import Attempt, AuditEntry, Job, Membership, Repository, Role
 from tests.conftest import commit_files, shell_agent
 
@@ -54,7 +54,7 @@ def preparing_seconds(attempt: Attempt) -> float:
 
 def commit(repo: Repository, files: dict[str, str]) -> None:
     commit_files(Path(repo.source), files)
-    workspace.sync_store(Path(repo.store_path), repo.source, timeout=60)
+    remotes.sync_store(Path(repo.store_path), repo.source, timeout=60)
 
 
 @pytest.mark.slow

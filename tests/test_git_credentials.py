@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from jobs import services, workspace
+from jobs import remotes, services, workspace
 from jobs.errors import BadInput
 from jobs.models import AuditEntry, Membership, Repository, Role
 from jobs.services.repositories import auth_of
@@ -57,7 +57,7 @@ def test_a_token_fetches_and_pushes_and_is_never_shown(api, alice, team, forge, 
 
     # A merge's push goes out with it too (the function merges push through).
     made = commit_files_in_store(store, head)
-    workspace.push(store, forge.url, "main", auth_of(repo.credentials))
+    remotes.push(store, forge.url, "main", auth_of(repo.credentials))
     assert workspace.resolve_commit(forge.bare, "main") == made
 
     assert TOKEN not in everything_about(repo)

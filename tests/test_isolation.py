@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jobs import services, workspace
+from jobs import remotes, services, workspace
 from jobs.models import Job
 from tests.conftest import Workers, commit_files
 
@@ -34,7 +34,7 @@ def test_agent_cannot_reach_host_files_secrets_or_redis(api, alice, repo, worker
     source = Path(repo.source)
     os.symlink(secret, source / "leak")
     commit_files(source, {}, "add a symlink to a host file")
-    workspace.sync_store(Path(repo.store_path), repo.source, timeout=60)
+    remotes.sync_store(Path(repo.store_path), repo.source, timeout=60)
     store = Path(repo.store_path)
 
     job = run(

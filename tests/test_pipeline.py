@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jobs import workspace
+from jobs import remotes, workspace
 from jobs.models import Attempt, AuditEntry, Job
 from tests.conftest import commit_files, job_status, processes_of, shell_agent, wait_for
 
@@ -282,7 +282,7 @@ def test_report_only_agent_ends_no_changes_with_its_report(api, alice, repo, wor
             "def test_greet():\n    assert greet() == 'hello'\n"
         },
     )
-    workspace.sync_store(Path(repo.store_path), repo.source, timeout=60)
+    remotes.sync_store(Path(repo.store_path), repo.source, timeout=60)
     client = api(alice)
     public_id = run_job(client, workers, "run the tests", agent="pytest")
     texts = "\n".join(e["text"] for e in events_of(client, public_id))

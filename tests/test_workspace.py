@@ -15,23 +15,21 @@ from typing import Any
 
 import pytest
 
-from jobs import workspace
+from jobs import remotes, workspace
+from jobs.remotes import create_store, push, sync_store
 from jobs.workspace import (
     AGENT_IDENTITY,
     GitError,
     InvalidRef,
     RefNotFound,
-    create_store,
     default_branch,
     diff,
     is_ancestor,
     merge,
     prepare_workspace,
-    push,
     resolve_commit,
     run_git,
     snapshot,
-    sync_store,
     validate_ref_name,
 )
 
@@ -922,7 +920,7 @@ def test_snapshot_leaves_out_paths_git_refuses_and_says_which(tmp_path):
     workspace.run_git(["add", "-A"], git_dir=source / ".git", work_tree=source)
     workspace.run_git(["commit", "-qm", "a"], git_dir=source / ".git", work_tree=source)
     store = tmp_path / "store.git"
-    workspace.create_store(str(source), store)
+    remotes.create_store(str(source), store)
     base = workspace.resolve_commit(store, "main")
     ws = tmp_path / "ws"
     workspace.prepare_workspace(store, base, "agenthub/x/1", ws)

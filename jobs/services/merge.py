@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import access, authorship, git_auth, workspace
+from jobs import access, authorship, git_auth, remotes, workspace
 from jobs.errors import Conflict
 from jobs.models import Attempt, Decision, Job, JobStatus, PushStatus
 from jobs.services.announce import announce, publish
@@ -165,12 +165,12 @@ def _push(user: Any, job: Job) -> None:
     shown, auth = workspace.redacted(url), auth_of(repository.credentials)
     try:
         try:
-            workspace.push(store, url, job.target_branch, auth)
+            remotes.push(store, url, job.target_branch, auth)
         except workspace.GitError as exc:
             if not _refused_as_behind(exc):
                 raise
             _merge_pushed_head(job, store, url, auth)
-            workspace.push(store, url, job.target_branch, auth)
+            remotes.push(store, url, job.target_branch, auth)
     except (workspace.GitError, ValueError) as exc:
         reason = workspace.reason(exc)
         _pushed(job, PushStatus.FAILED, reason)
@@ -206,7 +206,7 @@ def _refused_as_behind(exc: workspace.GitError) -> bool:
 
 def _merge_pushed_head(job: Job, store: Path, url: str, auth: git_auth.Auth) -> None:
     """The branch moved on where we push: fetch its head there and merge it into ours."""
-    head = workspace.fetch_branch(store, url, job.target_branch, auth)
+    head = remotes.fetch_branch(store, url, job.target_branch, auth)
     message = f"Merge upstream {job.target_branch} into AgentHub job {job.public_id}'s merge\n"
     merged = workspace.merge(
         store, job.target_branch, head, message, identity=authorship.identity()

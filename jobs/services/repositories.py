@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from jobs import access, git_auth, workspace
+from jobs import access, git_auth, remotes, workspace
 from jobs.errors import BadInput
 from jobs.models import Repository, Team
 from jobs.services.audit import audit
@@ -35,7 +35,7 @@ def register_repository(
     store = settings.AGENTHUB_DATA_DIR / "stores" / team.name / f"{name}-{secrets.token_hex(4)}.git"
     store.parent.mkdir(parents=True, exist_ok=True)
     try:
-        workspace.create_store(source, store, auth=auth_of(credentials or {}))
+        remotes.create_store(source, store, auth=auth_of(credentials or {}))
     except workspace.GitError as exc:
         raise BadInput(f"Could not copy {source!r}: {exc}", field="source") from exc
     with transaction.atomic():

@@ -3,7 +3,7 @@
 workers' reconciler, and when asked (`POST /api/v1/repos/<name>/sync`). An attempt that starts
 from a branch then starts from that branch's head as fetched; if the fetch failed it runs on the
 last synced base and says so. A sync never moves a store branch that holds merges not yet
-upstream (workspace.sync_store)."""
+upstream (remotes.sync_store)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import events, workspace
+from jobs import events, remotes, workspace
 from jobs.errors import ServiceError
 from jobs.models import Attempt, AttemptStatus, Job, Repository
 from jobs.services.audit import audit
@@ -29,13 +29,13 @@ class SyncFailed(ServiceError):
     status, error = 502, "sync_failed"
 
 
-def sync_repository(repository: Repository) -> workspace.Synced:
+def sync_repository(repository: Repository) -> remotes.Synced:
     """Fetch the source into the store now; SyncFailed says why it could not (and the
     repository keeps the reason until a sync works)."""
     store = Path(repository.store_path)
     with _locked(store):
         try:
-            synced = workspace.sync_store(
+            synced = remotes.sync_store(
                 store,
                 repository.source,
                 timeout=settings.AGENTHUB_SYNC_TIMEOUT,
