@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -27,7 +26,7 @@ from egress.policy import Egress
 from egress.proxy import Door
 from gateway.models import Grant
 from gateway.vault import Unopened
-from jobs import activity, authorship, events, services, workspace
+from jobs import activity, authorship, checkouts, events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
@@ -61,7 +60,7 @@ def execute(attempt_id: int) -> None:
     beat.start()
     workdir = settings.AGENTHUB_DATA_DIR / "attempts" / str(attempt_id)
     # A worker killed mid-attempt leaves its directory behind; this attempt starts afresh.
-    shutil.rmtree(workdir, ignore_errors=True)
+    checkouts.discard(workdir)
     try:
         _execute(attempt_id, workdir)
     except Exception as exc:
@@ -69,7 +68,7 @@ def execute(attempt_id: int) -> None:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"internal error: {exc}")
     finally:
         beat.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        checkouts.discard(workdir)
 
 
 def _write_inputs(attempt: Attempt, workdir: Path) -> dict[str, Path]:
@@ -149,9 +148,18 @@ class _Setup:
         ws = workdir / "workspace"
         workdir.mkdir(parents=True, exist_ok=True)
         try:
-            workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, ws)
+            prepared = checkouts.prepare(
+                store,
+                attempt.start_commit,
+                attempt.branch,
+                workdir,
+                cache=settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME,
+                uid=sandbox_uid(attempt),
+            )
         except workspace.GitError as exc:
             raise _Refused(f"could not prepare the workspace: {exc}") from None
+        if prepared.note:
+            events.append_events(attempt.pk, [events.Draft("notice", prepared.note)])
         inputs = _write_inputs(attempt, workdir)
         default = toolchain.image() if agent.provider else settings.AGENTHUB_SANDBOX_IMAGE
         image = attempt.card.get("pinned_image") or agent.image or default
@@ -200,7 +208,7 @@ class _Setup:
                 **agent.secrets,
             },
             limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
-            uid=SANDBOX_UID_BASE + attempt.pk % 100_000,
+            uid=sandbox_uid(attempt),
             ro_files={**self.inputs, **self.tool_files, **(wiring.files(door) if door else {})},
             image=self.built_from,
             labels={
@@ -236,6 +244,10 @@ class _Setup:
                 else {}
             ),
         }
+
+
+def sandbox_uid(attempt: Attempt) -> int:
+    return SANDBOX_UID_BASE + attempt.pk % 100_000
 
 
 def _backend_name(name: str, image: str) -> str:
