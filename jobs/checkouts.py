@@ -112,10 +112,12 @@ def discard(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def remove_unused(cache: Path, attempts: Path, cutoff: float) -> list[str]:
+def remove_unused(
+    cache: Path, attempts: Path, cutoff: float, *, dry_run: bool = False
+) -> list[str]:
     """Remove the checkouts last used before `cutoff` (a timestamp) that no attempt directory
     under `attempts` is layered over, and builds abandoned by killed workers; return their
-    names. Used by jobs.retention."""
+    names (what would go, for a dry run). Used by jobs.retention."""
     if not cache.is_dir():
         return []
     removed = []
@@ -127,7 +129,8 @@ def remove_unused(cache: Path, attempts: Path, cutoff: float) -> list[str]:
             building = entry.name.startswith(BUILDING)
             last = entry.stat().st_mtime
             if last < (time.time() - ABANDONED_SECONDS if building else cutoff):
-                _remove(entry)
+                if not dry_run:
+                    _remove(entry)
                 removed.append(entry.name)
     return removed
 
@@ -148,6 +151,7 @@ def _remove(entry: Path) -> None:
 
 
 def _build(store: Path, commit: str, cache: Path, home: Path) -> None:
+    _private(cache)
     staging = Path(tempfile.mkdtemp(prefix=BUILDING, dir=cache))
     try:
         tree = staging / TREE
@@ -166,14 +170,19 @@ def _build(store: Path, commit: str, cache: Path, home: Path) -> None:
 
 @contextlib.contextmanager
 def _lock(cache: Path, kind: int) -> Iterator[None]:
-    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cache.chmod(0o700)
+    _private(cache)
     fd = os.open(cache / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, kind)
         yield
     finally:
         os.close(fd)
+
+
+def _private(cache: Path) -> None:
+    """The cache's files are world-readable as git leaves them: only root may reach them."""
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cache.chmod(0o700)
 
 
 def _put_on_branch(ws: Path, branch: str, commit: str, uid: int) -> None:
