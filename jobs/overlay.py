@@ -37,9 +37,13 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x100000
 CLONE_NEWUSER = 0x10000000
 MNT_DETACH = 2
-# Renaming a lower directory then works (the upper one records where it came from); without it
-# rename(2) of a base directory fails with EXDEV, which `git mv` of a directory does not handle.
-MOUNT_OPTIONS = "redirect_dir=on"
+# redirect_dir: renaming a lower directory works (the upper one records where it came from);
+# without it rename(2) of a base directory fails with EXDEV, which `git mv` does not handle.
+# volatile: no sync of the upper filesystem, on the agent's writes or at unmount (which would
+# otherwise flush every dirty page of the data directory's filesystem, seconds on a busy host):
+# after a crash a layer is thrown away, and what is kept of an attempt is its snapshot in the
+# store, which git writes itself.
+MOUNT_OPTIONS = "redirect_dir=on,volatile"
 # mount(2) takes the layers as one comma-separated string; these would change its meaning.
 UNSAFE_IN_OPTIONS = re.compile(r"[,:\\=\s]")
 # More changed paths than this and the snapshot looks at the whole tree instead of naming them.
