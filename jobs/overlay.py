@@ -70,12 +70,14 @@ def layer_in(directory: Path, merged: Path) -> Layer:
 
 
 def mount(tree: Path, layer: Layer, uid: int) -> None:
-    """Mount `layer.merged` as `tree` under a fresh upper directory, every file of `tree` shown
-    as owned by `uid`. `layer`'s directories must not exist yet, except `merged`'s parent."""
+    """Mount at `layer.merged` a view of `tree` whose writes go to a fresh upper directory, every
+    file of `tree` shown as owned by `uid`. `layer`'s directories must not exist yet (`merged`'s
+    parent must)."""
     for path in (tree, layer.merged, layer.upper):
         if UNSAFE_IN_OPTIONS.search(str(path.absolute())):
             raise Unavailable(
-                errno.EINVAL, f"{path} holds a character overlayfs options cannot carry (,:\\=)"
+                errno.EINVAL,
+                f"{path} holds a character overlayfs options cannot carry (,:\\= or a space)",
             )
     refused = refusal()
     if refused:
@@ -112,7 +114,7 @@ def unmount_under(directory: Path) -> None:
     and an idmapped clone a killed worker left half made). Lazily: a sandbox still holding one
     cannot keep it from going."""
     for point in sorted(mounts_under(directory), key=len, reverse=True):
-        _call("umount2", point.encode(), MNT_DETACH)
+        _call("umount2", os.fsencode(point), MNT_DETACH)
 
 
 def mounts_under(directory: Path) -> list[str]:
