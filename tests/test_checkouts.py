@@ -270,6 +270,22 @@ def test_a_layer_names_exactly_what_changed(prepared: checkouts.Prepared) -> Non
     ]
 
 
+def test_a_layer_that_changed_too_much_is_snapshot_whole(
+    prepared: checkouts.Prepared, store: Path, base: str
+) -> None:
+    ws = prepared.workspace
+    (ws / "many").mkdir()
+    for n in range(overlay.MAX_CHANGES + 1):
+        (ws / "many" / f"{n}.txt").write_text(f"{n}\n")
+    (ws / "README.md").unlink()
+
+    assert overlay.changes(ws) is None
+    commit = snapshot_of(store, ws, base)
+    assert commit is not None
+    changed = statuses(store, base, commit)
+    assert len(changed) == overlay.MAX_CHANGES + 2 and changed["README.md"] == "deleted"
+
+
 def test_discard_unmounts_the_layer_and_keeps_the_checkout(
     prepared: checkouts.Prepared, attempts: Path, cache: Path, base: str
 ) -> None:
