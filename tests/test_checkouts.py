@@ -261,11 +261,14 @@ def test_a_layer_names_exactly_what_changed(prepared: checkouts.Prepared) -> Non
     (ws / "src" / "deep" / "util.py").write_text("UTIL = 2\n")
     (ws / "docs" / "guide.md").unlink()
     (ws / "added.txt").write_text("added\n")
+    (ws / "new" / "deeper").mkdir(parents=True)
+    (ws / "new" / "deeper" / "file.txt").write_text("in a new directory\n")
     (ws / ".git" / "agent-notes").write_text("the agent's own repository is not looked at\n")
 
     assert sorted(overlay.changes(ws) or []) == [
         b"added.txt",
         b"docs/guide.md",
+        b"new",
         b"src/deep/util.py",
     ]
 
@@ -274,9 +277,9 @@ def test_a_layer_that_changed_too_much_is_snapshot_whole(
     prepared: checkouts.Prepared, store: Path, base: str
 ) -> None:
     ws = prepared.workspace
-    (ws / "many").mkdir()
+    # In a directory of the base: a directory the agent makes is named once, as itself.
     for n in range(overlay.MAX_CHANGES + 1):
-        (ws / "many" / f"{n}.txt").write_text(f"{n}\n")
+        (ws / "src" / f"{n}.txt").write_text(f"{n}\n")
     (ws / "README.md").unlink()
 
     assert overlay.changes(ws) is None
