@@ -154,7 +154,7 @@ class _Setup:
                 attempt.branch,
                 workdir,
                 cache=settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME,
-                uid=sandbox_uid(attempt),
+                uid=_uid(attempt),
             )
         except workspace.GitError as exc:
             raise _Refused(f"could not prepare the workspace: {exc}") from None
@@ -208,7 +208,7 @@ class _Setup:
                 **agent.secrets,
             },
             limits=Limits(agent.timeout_seconds, agent.cpus, agent.memory_mb, agent.max_processes),
-            uid=sandbox_uid(attempt),
+            uid=_uid(attempt),
             ro_files={**self.inputs, **self.tool_files, **(wiring.files(door) if door else {})},
             image=self.built_from,
             labels={
@@ -246,7 +246,7 @@ class _Setup:
         }
 
 
-def sandbox_uid(attempt: Attempt) -> int:
+def _uid(attempt: Attempt) -> int:
     return SANDBOX_UID_BASE + attempt.pk % 100_000
 
 
