@@ -8,6 +8,9 @@ measures the stack under each ASGI server in turn (default: AGENTHUB_ASGI_SERVER
 Sandbox start overhead: start-to-exit of a trivial agent (`true`) on each backend, against a bare
 subprocess, as medians over several runs.
 
+Workspace preparation for 1k, 10k and 100k-file repositories (agenthub/bench_workspace.py; alone
+with AGENTHUB_BENCH_ONLY=workspace).
+
 Audit trail (on a scratch SQLite database): writing a chained entry against a plain insert of the
 same row; `verify_audit` over 100,000 entries against reading them without checking; the streamed
 CSV export of 100,000 entries, its peak memory against building the same lines in a list.
@@ -32,6 +35,14 @@ AUDIT_ROWS = int(os.environ.get("AGENTHUB_BENCH_AUDIT_ROWS", "100000"))
 
 
 def main() -> int:
+    only = os.environ.get("AGENTHUB_BENCH_ONLY", "")
+    if only not in ("", "workspace"):
+        sys.exit(f"AGENTHUB_BENCH_ONLY={only!r}: the only part that runs alone is 'workspace'")
+    from agenthub import bench_workspace
+
+    if only == "workspace":
+        bench_workspace.main()
+        return 0
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agenthub.settings")
     scratch = tempfile.mkdtemp(prefix="agenthub-bench-")
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
@@ -50,6 +61,8 @@ def main() -> int:
             report = bench_api.measure(stack, bench_api.Sizes(), server.strip())
         bench_api.show(report, bwrap_start)
     _audit_bench()
+    print()
+    bench_workspace.main()
     return 0
 
 

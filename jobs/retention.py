@@ -25,7 +25,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from redis import Redis
 
-from jobs import environments, services
+from jobs import checkouts, environments, overlay, services
 from jobs.models import FINISHED_ATTEMPT_STATUSES, Attempt, Event
 
 # Events are deleted this many at a time, each batch its own short transaction.
@@ -60,6 +60,7 @@ class Report:
     events: int = 0
     logs: list[RemovedLog] = field(default_factory=list)
     workspaces: list[RemovedWorkspace] = field(default_factory=list)
+    checkouts: list[str] = field(default_factory=list)  # cached base commits (jobs.checkouts)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -72,13 +73,14 @@ class Report:
 
     @property
     def removed_anything(self) -> bool:
-        return bool(self.logs or self.workspaces)
+        return bool(self.logs or self.workspaces or self.checkouts)
 
     def summary(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         return (
             f"{verb} {self.events} events of {len(self.logs)} attempts"
             f" and {len(self.workspaces)} workspaces ({self.bytes_freed} bytes)"
+            + (f", {len(self.checkouts)} cached checkouts" if self.checkouts else "")
             + (f"; {len(self.failures)} failures" if self.failures else "")
         )
 
@@ -119,6 +121,7 @@ def apply(
             attempts=[f"{log.job}/{log.attempt}" for log in report.logs],
             jobs=report.jobs,
             workspaces=[w.name for w in report.workspaces],
+            checkouts=report.checkouts,
             bytes_freed=report.bytes_freed,
             failures=report.failures,
             event_days=report.event_days,
@@ -194,10 +197,14 @@ def _remove_workspaces(report: Report, now: datetime) -> None:
         entries = sorted(root.iterdir())
     except FileNotFoundError:
         return
-    for path, reason in _stale(entries, now - timedelta(days=report.workspace_days)):
+    cutoff = now - timedelta(days=report.workspace_days)
+    for path, reason in _stale(entries, cutoff):
         try:
             size = _size(path)
             if not report.dry_run:
+                # A killed worker's layer is still mounted: removing through it could reach the
+                # cached checkout underneath.
+                overlay.unmount_under(path)
                 remove_tree(path)
         except FileNotFoundError:
             continue  # another worker sharing this directory got there first
@@ -205,6 +212,13 @@ def _remove_workspaces(report: Report, now: datetime) -> None:
             report.failures.append(f"workspace {path.name}: {exc}")
             continue
         report.workspaces.append(RemovedWorkspace(path.name, reason, size))
+    cache = settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME
+    try:
+        report.checkouts = checkouts.remove_unused(
+            cache, root, cutoff.timestamp(), dry_run=report.dry_run
+        )
+    except OSError as exc:
+        report.failures.append(f"cached checkouts: {exc}")
 
 
 def _remove_environments(report: Report, now: datetime) -> None:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -28,7 +27,7 @@ from egress.policy import Egress
 from egress.proxy import Door
 from gateway.models import Grant
 from gateway.vault import Unopened
-from jobs import activity, authorship, environments, events, services, workspace
+from jobs import activity, authorship, checkouts, environments, events, services, workspace
 from jobs.models import Attempt, AttemptStatus
 from jobs.sandbox import SandboxError, docker_available, get_backend, toolchain
 from jobs.sandbox import image_id as sandbox_image_id
@@ -63,7 +62,7 @@ def execute(attempt_id: int) -> None:
     beat.start()
     workdir = settings.AGENTHUB_DATA_DIR / "attempts" / str(attempt_id)
     # A worker killed mid-attempt leaves its directory behind; this attempt starts afresh.
-    shutil.rmtree(workdir, ignore_errors=True)
+    checkouts.discard(workdir)
     try:
         _execute(attempt_id, workdir)
     except Exception as exc:
@@ -71,7 +70,7 @@ def execute(attempt_id: int) -> None:
         services.finish_attempt(attempt_id, AttemptStatus.FAILED, reason=f"internal error: {exc}")
     finally:
         beat.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        checkouts.discard(workdir)
 
 
 def _write_inputs(attempt: Attempt, workdir: Path) -> dict[str, Path]:
@@ -172,9 +171,18 @@ class _Setup:
         ws = workdir / "workspace"
         workdir.mkdir(parents=True, exist_ok=True)
         try:
-            workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, ws)
+            prepared = checkouts.prepare(
+                store,
+                attempt.start_commit,
+                attempt.branch,
+                workdir,
+                cache=settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME,
+                uid=_uid(attempt),
+            )
         except workspace.GitError as exc:
             raise _Refused(f"could not prepare the workspace: {exc}") from None
+        if prepared.note:
+            events.append_events(attempt.pk, [events.Draft("notice", prepared.note)])
         inputs = _write_inputs(attempt, workdir)
         default = toolchain.image() if agent.provider else settings.AGENTHUB_SANDBOX_IMAGE
         recipe = attempt.card.get("reproduces") or {}
@@ -332,17 +340,29 @@ def _build_environment(
     (an editable install's egg-info, a build directory) is not the agent's result."""
     attempt = setup.attempt
     building = environments.start_building(plan, attempt.pk, _uid(attempt))
-    scratch = workdir / "setup-workspace"
+    scratch = workdir / "setup"
     try:
-        workspace.prepare_workspace(store, attempt.start_commit, attempt.branch, scratch)
+        prepared = checkouts.prepare(
+            store,
+            attempt.start_commit,
+            attempt.branch,
+            scratch,
+            cache=settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME,
+            uid=_uid(attempt),
+        )
         status, reason = _run_phase(
-            replace(setup, workspace=scratch), plan, environments.SETUP, secrets, workdir, building
+            replace(setup, workspace=prepared.workspace),
+            plan,
+            environments.SETUP,
+            secrets,
+            workdir,
+            building,
         )
     except BaseException:
         environments.discard(building)
         raise
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        checkouts.discard(scratch)
     if status != AttemptStatus.SUCCEEDED:
         environments.discard(building)
         return status, reason

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pygit2
 
-from jobs import git_auth
+from jobs import git_auth, overlay
 
 DEFAULT_IDENTITY = ("AgentHub", "agenthub@localhost")
 AGENT_IDENTITY = ("AgentHub Agent", "agent@agenthub.localhost")
@@ -267,14 +267,16 @@ def is_ancestor(store: Path, a: str, b: str) -> bool:
     return result.returncode == 0
 
 
-def prepare_workspace(store: Path, base_commit: str, branch: str, path: Path) -> None:
-    """Clone the store into `path` and check out `base_commit` on a new branch `branch`.
+def prepare_workspace(store: Path, base_commit: str, branch: str | None, path: Path) -> None:
+    """Clone the store into `path`, check out `base_commit` on a new branch `branch` (detached
+    for jobs.checkouts' cache).
 
     The clone goes through upload-pack, so objects are copied: the workspace is later handed to
     the sandbox uid, and nothing it can write may be shared with the store.
     """
     validate_ref_name(base_commit)
-    validate_ref_name(branch)
+    if branch is not None:
+        validate_ref_name(branch)
     run_git(
         [
             "clone",
@@ -289,7 +291,8 @@ def prepare_workspace(store: Path, base_commit: str, branch: str, path: Path) ->
     git_dir = path / ".git"
     # --force: after --no-checkout the index is empty, which a plain checkout would read as
     # every file having been deleted.
-    checkout = ["checkout", "--quiet", "--force", "-B", branch, base_commit, "--"]
+    on = ["-B", branch] if branch else ["--detach"]
+    checkout = ["checkout", "--quiet", "--force", *on, base_commit, "--"]
     run_git(checkout, git_dir=git_dir, work_tree=path)
     run_git(["remote", "remove", "origin"], git_dir=git_dir)
     name, email = AGENT_IDENTITY
@@ -318,21 +321,14 @@ def snapshot(
     validate_ref_name(branch)
     tree = _Tree(store, workspace, index_file)
     tree.git(["read-tree", base_commit])
-    excluded = b"".join(b":(exclude,literal)" + path + b"\0" for path in _nested_repos(tree))
-    added = run_git(
-        ["add", "--all", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"],
-        git_dir=store,
-        work_tree=workspace,
-        index_file=index_file,
-        input=excluded,
-        check=False,
-    )
-    if added.returncode != 0:
-        skipped = _INVALID_PATH.findall(_text(added.stderr))
-        if not skipped:
-            raise GitError(["add", "--all"], added.returncode, _text(added.stderr))
-        if on_skipped is not None:
-            on_skipped(skipped)
+    # A layered workspace names what its agent changed: only that is read, not the whole tree.
+    changed = overlay.changes(workspace)
+    if changed is None:
+        _add(tree, [b":(exclude,literal)" + path for path in _listed(tree, [])[1]], on_skipped)
+    elif changed:
+        plain = _listed(tree, [os.fsdecode(b":(literal)" + path) for path in changed])[0]
+        if plain:
+            _add(tree, [b":(literal)" + path for path in plain], on_skipped)
     written = _text(tree.git(["write-tree"])).strip()
     if written == _tree_of(store, base_commit):
         return None
@@ -351,35 +347,56 @@ class _Tree:
     index_file: Path
 
     def git(self, args: list[str], input: bytes | None = None) -> bytes:
+        return self.run(args, input).stdout
+
+    def run(
+        self, args: list[str], input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
         return run_git(
             args,
             git_dir=self.store,
             work_tree=self.workspace,
             index_file=self.index_file,
             input=input,
-        ).stdout
+            check=check,
+        )
 
 
 _INVALID_PATH = re.compile(r"^error: invalid path '(.*)'$", re.MULTILINE)
 
 
-def _nested_repos(tree: _Tree) -> list[bytes]:
-    """Paths holding a repository of their own: untracked ones the agent made, and submodules.
+def _add(
+    tree: _Tree, pathspecs: list[bytes], on_skipped: Callable[[list[str]], None] | None
+) -> None:
+    args = ["add", "--all", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"]
+    added = tree.run(args, b"".join(pathspec + b"\0" for pathspec in pathspecs), check=False)
+    if added.returncode != 0:
+        skipped = _INVALID_PATH.findall(_text(added.stderr))
+        if not skipped:
+            raise GitError(args[:2], added.returncode, _text(added.stderr))
+        if on_skipped is not None:
+            on_skipped(skipped)
 
-    They are left out of the snapshot (kept as in the base). Plain `git add` would record their
-    HEAD as a gitlink, following a planted `.git` file to any repository on the host.
+
+def _listed(tree: _Tree, named: list[str]) -> tuple[list[bytes], list[bytes]]:
+    """Among the paths `named` (pathspecs; every path when empty): those `git add` may record,
+    tracked in the base or untracked and not ignored; and those holding a repository of their
+    own, untracked ones the agent made and submodules. The latter are left out of the snapshot
+    (kept as in the base): plain `git add` would record their HEAD as a gitlink, following a
+    planted `.git` file to any repository on the host.
     """
     workspace = os.fsencode(tree.workspace)
-    nested = [
-        path
-        for path in tree.git(["ls-files", "-z", "--others", "--exclude-standard"]).split(b"\0")
-        if path.endswith(b"/") and os.path.lexists(os.path.join(workspace, path, b".git"))
-    ]
-    for entry in tree.git(["ls-files", "-z", "--stage"]).split(b"\0"):
-        info, _, path = entry.partition(b"\t")
-        if info.startswith(b"160000 "):
+    plain, nested = [], []
+    others = tree.git(["ls-files", "-z", "--others", "--exclude-standard", "--", *named])
+    for path in others.split(b"\0"):
+        if not path.endswith(b"/"):
+            plain.append(path)
+        elif os.path.lexists(os.path.join(workspace, path, b".git")):
             nested.append(path)
-    return nested
+    for entry in tree.git(["ls-files", "-z", "--stage", "--", *named]).split(b"\0"):
+        info, _, path = entry.partition(b"\t")
+        (nested if info.startswith(b"160000 ") else plain).append(path)
+    return [path for path in plain if path], nested
 
 
 def _tree_of(store: Path, commit: str) -> str:

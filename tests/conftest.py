@@ -22,7 +22,7 @@ from django.db import connection
 from django.test import Client
 
 from agenthub.run import server_command
-from jobs import builtin, services, workspace
+from jobs import builtin, overlay, services, workspace
 from jobs.models import Agent, ApiToken, Attempt, Job, Membership, Repository, Role, Team
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +277,15 @@ def processes_of(uid: int, job: str = "") -> list[int]:
             if line.startswith("Uid:") and int(line.split()[1]) == uid:
                 found.append(int(entry.name))
     return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_layer_left_mounted() -> Iterator[None]:
+    """A worker a test kills mid-attempt (test_pipeline's lost workers) leaves its attempt's
+    layer mounted, as on a real host until retention: unmount them all at the end, so the data
+    directory can be removed."""
+    yield
+    overlay.unmount_under(settings.AGENTHUB_DATA_DIR)
 
 
 @pytest.fixture(autouse=True, scope="session")

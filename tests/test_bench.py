@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from agenthub import bench_api
+from agenthub import bench_api, bench_workspace
+from jobs import overlay
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +37,23 @@ def test_the_api_bench_measures_every_phase_on_make_runs_stack(capsys):
     printed = capsys.readouterr().out
     assert "submit @2" in printed and "targets" in printed and "bwrap start" in printed
     assert not stack.data_dir.exists()  # a fresh data directory, removed after
+
+
+def test_the_workspace_bench_measures_every_way_of_preparing_beside_cp(tmp_path, capsys):
+    report = bench_workspace.measure(50, tmp_path, runs=1)
+
+    assert list(report.seconds) == [
+        "cp -a",
+        "git worktree add",
+        "clone + chown (before)",
+        "snapshot, clone",
+        "layered, first attempt",
+        "snapshot, layered",
+        "remove a layered workspace",
+        "layered, next attempt",
+    ]
+    assert report.unavailable == ""
+    assert overlay.mounts_under(tmp_path) == []
+    bench_workspace.show(report)
+    printed = capsys.readouterr().out
+    assert "50 files" in printed and "1.0x (baseline)" in printed

@@ -155,6 +155,9 @@ def test_agent_cannot_write_outside_the_workspace(api, alice, repo, workers, age
     store = Path(repo.store_path)
     targets = [Path("/") / name, Path("/etc") / name, Path("/root") / name, store / name]
     head, main = (store / "HEAD").read_bytes(), store_main(repo)
+    # The cached checkout the attempt's workspace is layered over (jobs.checkouts).
+    cached = settings.AGENTHUB_DATA_DIR / "checkouts" / main / "tree"
+    targets.append(cached / name)
     script = "\n".join(
         [
             'try_write() { if (echo pwned > "$1") 2>/dev/null; then echo "WROTE $1"; '
@@ -162,6 +165,7 @@ def test_agent_cannot_write_outside_the_workspace(api, alice, repo, workers, age
             *(f"try_write {target}" for target in targets),
             f"try_write {store}/HEAD",
             f"try_write {store}/refs/heads/main",
+            f"try_write {cached}/.git/HEAD",
             "try_write /workspace/inside.txt",
             "try_write /tmp/inside.txt",
         ]
@@ -170,11 +174,12 @@ def test_agent_cannot_write_outside_the_workspace(api, alice, repo, workers, age
     (attempt,) = escape(api(alice), workers, agent, script)
 
     log = log_of(attempt)
-    for target in [*targets, store / "HEAD", store / "refs/heads/main"]:
+    for target in [*targets, store / "HEAD", store / "refs/heads/main", cached / ".git/HEAD"]:
         assert f"REFUSED {target}" in log
     for target in targets:
         assert not target.exists()
     assert (store / "HEAD").read_bytes() == head and store_main(repo) == main
+    assert (cached / ".git" / "HEAD").read_text() == f"{main}\n"  # built, and left as built
     # Positive control: the same probe writes where the agent may write.
     assert "WROTE /workspace/inside.txt" in log and "WROTE /tmp/inside.txt" in log
     assert [f["path"] for f in attempt.files] == ["inside.txt"]

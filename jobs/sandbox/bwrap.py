@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from jobs import overlay
 from jobs.sandbox.base import (
     SANDBOX_HOME,
     Limits,
@@ -377,8 +378,12 @@ def _chown_tree(root: Path, uid: int) -> None:
     """Give the workspace to the sandbox uid, never following a symlink.
 
     Files with several hard links are left alone: a `git clone` of a local store hard-links its
-    objects, and handing those to the agent would let it rewrite the store.
+    objects, and handing those to the agent would let it rewrite the store. A layered workspace
+    (jobs.overlay) already shows every file as the uid's, and chowning one would copy it up into
+    the attempt's layer: it is left as it is.
     """
+    if overlay.is_layer(root):
+        return
     os.chown(root, uid, uid, follow_symlinks=False)
     for _path, dirnames, filenames, dir_fd in os.fwalk(root):
         for name in dirnames + filenames:

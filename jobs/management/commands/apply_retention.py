@@ -68,6 +68,9 @@ def _describe(report: retention.Report) -> str:
         f" of attempts finished more than {report.workspace_days} days ago or gone."
     )
     lines += [f"  {w.name}: {w.reason}, {filesizeformat(w.bytes)}" for w in report.workspaces]
+    if report.checkouts:
+        lines.append(f"{verb} {len(report.checkouts)} cached checkouts no attempt used since.")
+        lines += [f"  {name}" for name in report.checkouts]
     if report.failures:
         lines.append(f"Could not remove {len(report.failures)}:")
         lines += [f"  {failure}" for failure in report.failures]
