@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import checkouts, overlay
+from jobs import checkouts, overlay, remotes
 from jobs import workspace as git
 from tests import sandbox_support as support
 from tests.sandbox_support import Run
@@ -58,7 +58,7 @@ def store(tmp_path: Path) -> Path:
         (source / name).write_text(text)
     commit_all(source, "initial")
     path = tmp_path / "store.git"
-    git.create_store(str(source), path)
+    remotes.create_store(str(source), path)
     return path
 
 
