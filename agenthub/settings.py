@@ -87,6 +87,11 @@ AGENTHUB_SYNC_TIMEOUT = env_int("AGENTHUB_SYNC_TIMEOUT", 60, minimum=1, maximum=
 # A repository's environment (jobs/environments.py): how long its setup and maintenance scripts
 # may run, and how many days an environment no attempt used is kept.
 AGENTHUB_SETUP_TIMEOUT = env_int("AGENTHUB_SETUP_TIMEOUT", 1800, minimum=10, maximum=24 * 3600)
+# Each repository's package cache for its setup (pip, npm, uv downloads), one directory per
+# repository under it.
+AGENTHUB_PACKAGE_CACHE_DIR = env_path(
+    "AGENTHUB_PACKAGE_CACHE_DIR", str(AGENTHUB_DATA_DIR / "package-cache")
+)
 AGENTHUB_ENVIRONMENT_RETENTION_DAYS = env_int("AGENTHUB_ENVIRONMENT_RETENTION_DAYS", 14, minimum=0)
 AGENTHUB_SYNC_FRESH_SECONDS = env_int("AGENTHUB_SYNC_FRESH_SECONDS", 5, minimum=0, maximum=86400)
 AGENTHUB_ASGI_SERVER = env_choice("AGENTHUB_ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))

@@ -31,7 +31,17 @@ import pygit2
 from django.conf import settings
 
 ENV_PATH = "/opt/env"
+# The repository's package cache (pip, npm, uv), mounted writable in its setup and maintenance
+# phases only: a rebuilt environment downloads only what changed.
+CACHE_PATH = "/opt/cache"
+CACHE_ENV = {
+    "PIP_CACHE_DIR": f"{CACHE_PATH}/pip",
+    "npm_config_cache": f"{CACHE_PATH}/npm",
+    "UV_CACHE_DIR": f"{CACHE_PATH}/uv",
+}
 SETUP_FILE = "/run/agenthub/setup.sh"
+# Inside the environment: the files its setup generated in the checkout that git ignores.
+CHECKOUT_FILES = f"{ENV_PATH}/.checkout"
 MAINTENANCE_FILE = "/run/agenthub/maintenance.sh"
 # Files at the top of the checkout whose content decides what the environment holds.
 MANIFESTS = (
@@ -144,6 +154,21 @@ def _test_extra(pyproject: pygit2.Blob | None) -> str:
     return next((name for name in TEST_EXTRAS if name in names), "")
 
 
+def package_cache(repository: Any, uid: int) -> Path:
+    """The repository's package cache (AGENTHUB_PACKAGE_CACHE_DIR/<team>/<repository>), handed
+    to the phase's uid: one per repository, so no team's setup can plant a package another's
+    installs."""
+    cache = Path(settings.AGENTHUB_PACKAGE_CACHE_DIR) / repository.team.name / repository.name
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cache.parent.chmod(0o700)
+    if os.geteuid() == 0:
+        for directory, names, files in os.walk(cache):
+            for name in (*names, *files):
+                os.lchown(os.path.join(directory, name), uid, uid)
+        os.lchown(cache, uid, uid)
+    return cache
+
+
 def made_by(backend: str, image_id: str) -> str:
     """What makes an environment differ between machines: the docker image, or for bwrap the
     host's Python (the sandbox runs /usr/bin/python3), which an upgrade replaces."""
@@ -163,6 +188,8 @@ def phase_command(plan: Plan, phase: str) -> str:
     virtualenv, then the script) or the maintenance script, in the environment. The first
     failing step ends it and says which."""
     title = "environment setup" if phase == SETUP else "maintenance script"
+    if phase == MAINTENANCE and not plan.maintenance:
+        title = "checkout files from the environment"
     told = f"detected {plan.detected}" if plan.detected else "the repository's setup script"
     lines = [
         "set -eE",
@@ -181,13 +208,30 @@ def phase_command(plan: Plan, phase: str) -> str:
             f'[ -z "${{PYTHONPATH:-}}" ] || echo "$PYTHONPATH" > "$({ENV_PATH}/bin/python -c '
             '\'import sysconfig; print(sysconfig.get_paths()["purelib"])\')/agenthub-tools.pth"',
         ]
-    lines += [
-        f'export VIRTUAL_ENV={ENV_PATH} PATH="{ENV_PATH}/bin:$PATH"',
-        "unset PYTHONPATH",
-        f". {SETUP_FILE if phase == SETUP else MAINTENANCE_FILE}",
-        "echo ::endgroup::",
-    ]
-    return "\n".join(lines) + "\n"
+    else:
+        # What the setup left in its checkout that git ignores, back into this one (as the
+        # sandbox's user, so a symlink in the repository leads nowhere outside it).
+        lines.append(f"[ ! -d {CHECKOUT_FILES} ] || cp -a {CHECKOUT_FILES}/. /workspace/")
+    lines += [f'export VIRTUAL_ENV={ENV_PATH} PATH="{ENV_PATH}/bin:$PATH"', "unset PYTHONPATH"]
+    if phase == SETUP:
+        lines += [
+            f". {SETUP_FILE}",
+            # What it left in the checkout that git ignores (a generated version file, built
+            # extensions, node_modules) goes with the environment: every attempt's checkout
+            # gets it back. What git would record stays out: it is not the agent's result.
+            f"mkdir {CHECKOUT_FILES} && cd /workspace",
+            "git -c core.fsmonitor=false ls-files -z --others --ignored --exclude-standard "
+            f"| xargs -0 -r cp -a --parents -t {CHECKOUT_FILES} --",
+        ]
+    elif plan.maintenance:
+        lines.append(f". {MAINTENANCE_FILE}")
+    return "\n".join([*lines, "echo ::endgroup::"]) + "\n"
+
+
+def has_checkout_files(plan: Plan) -> bool:
+    """Whether the setup left ignored files that every attempt's checkout gets back."""
+    kept = plan.directory / Path(CHECKOUT_FILES).name
+    return kept.is_dir() and any(kept.iterdir())
 
 
 def activated(env: dict[str, str]) -> dict[str, str]:

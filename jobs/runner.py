@@ -323,7 +323,7 @@ def _prepare_environment(setup: _Setup, store: Path, workdir: Path) -> tuple[str
         if failed:
             return failed
         seconds = time.monotonic() - started
-    if plan.maintenance:
+    if plan.maintenance or environments.has_checkout_files(plan):
         ended = _run_phase(setup, plan, environments.MAINTENANCE, secrets, workdir)
         if ended[0] != AttemptStatus.SUCCEEDED:
             return ended
@@ -394,6 +394,7 @@ def _run_phase(
                 "AGENTHUB_ATTEMPT": str(attempt.number),
                 **setup.tool_env,
                 **wiring.environment(),
+                **environments.CACHE_ENV,
                 **secrets,
             },
             limits=replace(base.limits, timeout_seconds=settings.AGENTHUB_SETUP_TIMEOUT),
@@ -402,7 +403,13 @@ def _run_phase(
                 **wiring.files(door),
                 **environments.write_scripts(plan, workdir),
             },
-            dirs={environments.ENV_PATH: (building or plan.directory, building is not None)},
+            dirs={
+                environments.ENV_PATH: (building or plan.directory, building is not None),
+                environments.CACHE_PATH: (
+                    environments.package_cache(attempt.job.repository, _uid(attempt)),
+                    True,
+                ),
+            },
         )
         try:
             proc = setup.backend.start(spec)
