@@ -171,14 +171,7 @@ class _Setup:
         ws = workdir / "workspace"
         workdir.mkdir(parents=True, exist_ok=True)
         try:
-            prepared = checkouts.prepare(
-                store,
-                attempt.start_commit,
-                attempt.branch,
-                workdir,
-                cache=settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME,
-                uid=_uid(attempt),
-            )
+            prepared = _checkout(attempt, store, workdir)
         except workspace.GitError as exc:
             raise _Refused(f"could not prepare the workspace: {exc}") from None
         if prepared.note:
@@ -342,14 +335,7 @@ def _build_environment(
     building = environments.start_building(plan, attempt.pk, _uid(attempt))
     scratch = workdir / "setup"
     try:
-        prepared = checkouts.prepare(
-            store,
-            attempt.start_commit,
-            attempt.branch,
-            scratch,
-            cache=settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME,
-            uid=_uid(attempt),
-        )
+        prepared = _checkout(attempt, store, scratch)
         status, reason = _run_phase(
             replace(setup, workspace=prepared.workspace),
             plan,
@@ -427,6 +413,19 @@ def _run_phase(
     # The failing step, as the phase's ERR trap names it ("environment setup failed (exit 1)
     # at: pip install …"), else how the sandbox ended (a timeout).
     return AttemptStatus.FAILED, reading.last_error or f"{phase} failed: {reason}"
+
+
+def _checkout(attempt: Attempt, store: Path, workdir: Path) -> checkouts.Prepared:
+    """The attempt's start on its branch at `workdir`/workspace, layered over the cached
+    checkout (jobs/checkouts.py)."""
+    return checkouts.prepare(
+        store,
+        attempt.start_commit,
+        attempt.branch,
+        workdir,
+        cache=settings.AGENTHUB_DATA_DIR / checkouts.DIR_NAME,
+        uid=_uid(attempt),
+    )
 
 
 def _uid(attempt: Attempt) -> int:

@@ -269,30 +269,30 @@ def rerun_job(user: Any, job: Job, *, pin_image: bool = False) -> Attempt:
     runs it in the very image the latest attempt used (docker backend)."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
-        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED):
-            raise Conflict(
-                f"Job {job.public_id} is {job.status}; it can be re-run once it has ended."
-            )
+        require_ended(job, "re-run")
         base = resolve_ref(job.repository, job.target_branch).commit
         pinned = _image_of_latest(job) if pin_image else ""
         attempt = new_attempt(job, base, base)
         if pinned:
             Attempt.objects.filter(pk=attempt.pk).update(card={"pinned_image": pinned})
-        before, job.status, job.conflicts = job.status, JobStatus.QUEUED, []
-        job.finished_at = None
-        job.save(update_fields=["status", "conflicts", "finished_at"])
-        audit(
-            user,
-            "job.rerun",
-            job=job,
-            before=before,
-            after=job.status,
-            attempt=attempt.number,
-            base_commit=base,
-        )
-        announce(job, before)
-        dispatch_on_commit(job.team_id)
+        requeue(user, job, "job.rerun", attempt=attempt.number, base_commit=base)
     return attempt
+
+
+def require_ended(job: Job, verb: str) -> None:
+    """A job gets a new round only once it has ended, and never after it was merged."""
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED):
+        raise Conflict(f"Job {job.public_id} is {job.status}; it can be {verb} once it has ended.")
+
+
+def requeue(user: Any, job: Job, action: str, **data: Any) -> None:
+    """The job waits again for the new round just made: queued, audited, announced and handed
+    to dispatch. Called under the job's row lock."""
+    before, job.status, job.conflicts, job.finished_at = job.status, JobStatus.QUEUED, [], None
+    job.save(update_fields=["status", "conflicts", "finished_at"])
+    audit(user, action, job=job, before=before, after=job.status, **data)
+    announce(job, before)
+    dispatch_on_commit(job.team_id)
 
 
 def _image_of_latest(job: Job) -> str:

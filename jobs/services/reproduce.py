@@ -12,12 +12,9 @@ from django.db import transaction
 
 from jobs import environments, events, workspace
 from jobs.errors import Conflict
-from jobs.models import Attempt, Job, JobStatus
+from jobs.models import Attempt, Job
 from jobs.sandbox import SandboxError, docker_available, image_id
-from jobs.services.announce import announce
-from jobs.services.audit import audit
-from jobs.services.dispatch import dispatch_on_commit
-from jobs.services.lifecycle import new_attempt
+from jobs.services.lifecycle import new_attempt, requeue, require_ended
 
 # What of a card a reproduction takes over, as the runner reads it back.
 RECIPE = ("backend", "command", "limits", "image", "image_id")
@@ -39,11 +36,7 @@ def reproduce_attempt(user: Any, job: Job, number: int) -> tuple[Attempt, list[s
     missing = unavailable(card)
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
-        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED):
-            raise Conflict(
-                f"Job {job.public_id} is {job.status}; an attempt can be reproduced once it "
-                "has ended and while it is not merged."
-            )
+        require_ended(job, "reproduced")
         attempt = new_attempt(
             job,
             original.base_commit,
@@ -65,20 +58,14 @@ def reproduce_attempt(user: Any, job: Job, number: int) -> tuple[Attempt, list[s
                 *(events.Draft("warning", f"cannot be had again: {m}") for m in missing),
             ],
         )
-        before, job.status, job.conflicts, job.finished_at = job.status, JobStatus.QUEUED, [], None
-        job.save(update_fields=["status", "conflicts", "finished_at"])
-        audit(
+        requeue(
             user,
+            job,
             "job.reproduce",
-            job=job,
-            before=before,
-            after=job.status,
             attempt=attempt.number,
             reproduces=original.number,
             unavailable=missing,
         )
-        announce(job, before)
-        dispatch_on_commit(job.team_id)
     return attempt, missing
 
 
