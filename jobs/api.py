@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 from asgiref.sync import AsyncToSync, sync_to_async
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -70,10 +72,24 @@ async def in_pool(work: Callable[..., T], *args: Any) -> T:
     Where the outermost caller is sync (Django's test client, an async_to_sync) the work goes
     back to that caller's thread instead, as Django's own async ORM methods do: that is where
     a test's transaction lives."""
-    if getattr(AsyncToSync.executors, "current", None) is not None:
+    if _caller_is_sync():
         return await sync_to_async(work, thread_sensitive=True)(*args)
     # Channels' wrapper closes stale connections before and after, as a request does.
     return await database_sync_to_async(work, thread_sensitive=False)(*args)
+
+
+def _caller_is_sync() -> bool:
+    return getattr(AsyncToSync.executors, "current", None) is not None
+
+
+# Work started after an answer, kept here until done (the loop holds only weak references).
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 class InPoolForAsyncViews:
@@ -211,7 +227,15 @@ async def submit_job(request: ApiRequest, data: schemas.SubmitIn) -> Any:
 
 
 async def _submit_group(submissions: list[services.Submission]) -> list[Job | Exception]:
-    return await in_pool(services.submit_jobs, submissions)
+    """Write the group; its callers are answered as soon as their jobs are in the database, and
+    the jobs are settled (RQ, realtime) meanwhile, off the request path."""
+    written = await in_pool(services.write_jobs, submissions)
+    settle = partial(transaction.on_commit, written.settle, robust=True)
+    if _caller_is_sync():
+        await in_pool(settle)  # a test's transaction: settled on its commit, as submit_jobs does
+    else:
+        _in_background(in_pool(settle))
+    return written.outcomes
 
 
 # The submits that arrive while one group is being written go together in the next.

@@ -96,3 +96,25 @@ def test_reconcile_leaves_attempts_rq_still_holds(alice, repo, django_capture_on
     )
     assert services.reconcile()["redelivered"] == []
     assert queued_in_rq() == [attempt.pk]
+
+
+def test_a_submit_whose_enqueue_fails_keeps_its_job_for_the_reconciler(
+    alice, repo, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    # Submit answers once the job is written; handing it to RQ comes after, and a Redis that
+    # fails then costs the submitter nothing: the job is there and is delivered again later.
+    def redis_down(attempt):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr("jobs.services.submission.enqueue", redis_down)
+    attempt = submit(alice, django_capture_on_commit_callbacks)
+    assert attempt.status == AttemptStatus.QUEUED and attempt.dispatched_at is not None
+    assert queued_in_rq() == []
+    assert "Redis is down" in caplog.text
+
+    monkeypatch.undo()
+    Attempt.objects.filter(pk=attempt.pk).update(
+        dispatched_at=timezone.now() - services.REDELIVER_AFTER - timedelta(seconds=1)
+    )
+    assert services.reconcile()["redelivered"] == [str(attempt)]
+    assert queued_in_rq() == [attempt.pk]

@@ -7,7 +7,8 @@ these verbs, never the modules' internals.
 - repositories: registering a repository, resolving refs in its store, rebuilding its
   environment
 - upstream: syncing a store with its source, and an attempt's base with upstream's head
-- submission: submit_job, submit_jobs (a group of submits in one transaction)
+- submission: submit_job, submit_jobs (a group of submits in one transaction), write_jobs
+  (the same, leaving the settling to the caller)
 - dispatch: handing attempts to RQ within each team's limit
 - lifecycle: an attempt's transitions and the job status they derive; cancel, re-run
 - reconcile: lost attempts, redelivery, orphaned containers
@@ -38,7 +39,13 @@ from jobs.services.repositories import (
 from jobs.services.reproduce import reproduce_attempt
 from jobs.services.results import approvals, result_attempt
 from jobs.services.review import review_job
-from jobs.services.submission import MAX_ATTEMPTS, Submission, submit_job, submit_jobs
+from jobs.services.submission import (
+    MAX_ATTEMPTS,
+    Submission,
+    submit_job,
+    submit_jobs,
+    write_jobs,
+)
 from jobs.services.upstream import SyncFailed, follow_upstream, sync_due, sync_repository
 
 __all__ = [
@@ -71,4 +78,5 @@ __all__ = [
     "sync_due",
     "sync_repository",
     "SyncFailed",
+    "write_jobs",
 ]

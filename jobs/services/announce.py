@@ -24,14 +24,10 @@ def announce(job: Job, before: str | None = None) -> None:
     transaction.on_commit(partial(_announce_committed, job.pk, before))
 
 
-def announce_submitted(jobs: list[tuple[Job, Attempt]]) -> None:
-    """Once committed, publish new jobs (each with its latest attempt) from the objects the submit
+def publish_submitted(jobs: list[tuple[Job, Attempt]]) -> None:
+    """Publish committed new jobs (each with its latest attempt) from the objects the submit
     already holds: one message per job to its team, all in one trip, and no query but the teams'
     counters (nobody follows a new job's own group yet)."""
-    transaction.on_commit(partial(_publish_new, jobs))
-
-
-def _publish_new(jobs: list[tuple[Job, Attempt]]) -> None:
     counters = team_counters(sorted({job.team_id for job, _ in jobs}))
     events.publish_new_jobs(
         [(job, job_summary(job, latest), counters[job.team_id]) for job, latest in jobs]

@@ -68,6 +68,8 @@ def append(entries: list[AuditEntry]) -> None:
     The chain head is row-locked until that transaction ends, so entries are chained in commit
     order. To keep lock order the same everywhere (rows of teams, jobs and attempts first, the
     head last), call this after the transaction has locked whatever else it needs."""
+    if not entries:
+        return
     # No savepoint: entries that cannot be written fail the caller's whole transaction.
     with transaction.atomic(savepoint=False):
         head = _audit_head()

@@ -16,8 +16,9 @@ def queue_for(priority: int) -> str:
     return "high" if priority > 0 else "low" if priority < 0 else "default"
 
 
-def dispatch(team_id: int) -> list[int]:
-    """Hand the team's waiting attempts to RQ, highest priority first, up to the team's limit.
+def dispatch(team_id: int, *, handoff: list[Attempt] | None = None) -> list[int]:
+    """Hand the team's waiting attempts to RQ, highest priority first, up to the team's limit:
+    once committed, or, given `handoff`, by adding them to it for the caller to enqueue.
 
     Called by submit (in its transaction), after an attempt ends, and by the reconciler. Jobs
     over the limit stay queued in the database until a slot frees up; nothing is refused.
@@ -40,8 +41,11 @@ def dispatch(team_id: int) -> list[int]:
             .order_by("-job__priority", "created_at", "number")[:free]
         )
         Attempt.objects.filter(pk__in=[a.pk for a in waiting]).update(dispatched_at=timezone.now())
-        for attempt in waiting:
-            transaction.on_commit(partial(enqueue, attempt))
+        if handoff is not None:
+            handoff += waiting
+        else:
+            for attempt in waiting:
+                transaction.on_commit(partial(enqueue, attempt))
     return [a.pk for a in waiting]
 
 

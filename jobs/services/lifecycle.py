@@ -7,6 +7,7 @@ follow-up shows as failed while the earlier result stays reachable."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -19,12 +20,13 @@ from jobs.models import (
     ACTIVE_ATTEMPT_STATUSES,
     Attempt,
     AttemptStatus,
+    AuditEntry,
     Job,
     JobStatus,
     Review,
 )
 from jobs.services.announce import announce, publish
-from jobs.services.audit import audit
+from jobs.services.audit import append, audit, audit_entry
 from jobs.services.dispatch import dispatch_on_commit
 from jobs.services.merge import merge_silently
 from jobs.services.repositories import resolve_ref
@@ -182,38 +184,52 @@ def _file_dict(stat: workspace.FileStat) -> dict[str, Any]:
 
 
 def _transition(attempt_id: int, before: str, after: str, **data: Any) -> None:
-    attempt = Attempt.objects.get(pk=attempt_id)
+    """The attempt's status event, and its audit entry chained with the job's, if the job's
+    status changes too: one move of the chain's head per transition."""
     text = after if not data.get("reason") else f"{after}: {data['reason']}"
-    events.append_events(attempt_id, [events.Draft("status", text, data={"status": after, **data})])
-    job = Job.objects.select_for_update().select_related("team").get(pk=attempt.job_id)
-    audit(
+    draft = events.Draft("status", text, data={"status": after, **data})
+    [event] = events.append_events(attempt_id, [draft])
+    job = Job.objects.select_for_update().select_related("team").get(pk=event.attempt.job_id)
+    entry = audit_entry(
         "system",
         f"attempt.{after}",
         job=job,
-        target=str(attempt),
+        target=str(event.attempt),
         before=before,
         after=after,
         **{k: v for k, v in data.items() if v not in (None, "", False)},
     )
-    refresh_job(job)
+    refresh_job(job, locked=True, entries=[entry])
 
 
-def refresh_job(job: Job) -> None:
-    """Derive the job's status from its attempts after an attempt changed."""
-    job = Job.objects.select_for_update().get(pk=job.pk)
-    if job.status in TERMINAL_JOB_STATUSES:
-        return
-    status = derive_status(job, list(job.attempts.select_related("job__agent")))
+def refresh_job(job: Job, *, locked: bool = False, entries: Sequence[AuditEntry] = ()) -> None:
+    """Derive the job's status from its attempts after an attempt changed. `locked`: the caller
+    holds the job's row lock and has just read it; `entries`: audit entries of that change,
+    chained ahead of the job's own."""
+    if not locked:
+        job = Job.objects.select_for_update().get(pk=job.pk)
+    pending = list(entries)
+    status = job.status
+    if job.status not in TERMINAL_JOB_STATUSES:
+        status = derive_status(job, list(job.attempts.only(*STATUS_FIELDS)))
     if status == job.status:
+        append(pending)
         return
-    if status == JobStatus.NEEDS_REVIEW and merge_silently(job):
-        return
+    if status == JobStatus.NEEDS_REVIEW and job.agent.silent_merge_patterns:
+        append(pending)
+        pending = []
+        if merge_silently(job):
+            return
     before, job.status, job.updated_at = job.status, status, timezone.now()
     if status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         job.finished_at = job.finished_at or job.updated_at
     job.save(update_fields=["status", "updated_at", "finished_at"])
-    audit("system", "job.status", job=job, before=before, after=status)
+    append([*pending, audit_entry("system", "job.status", job=job, before=before, after=status)])
     announce(job, before)
+
+
+# What derive_status reads of each attempt (not its patch, files or card).
+STATUS_FIELDS = ("id", "job_id", "round", "status", "result_commit", "summary")
 
 
 def derive_status(job: Job, attempts: list[Attempt]) -> str:

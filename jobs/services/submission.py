@@ -2,15 +2,18 @@
 event, their dispatch, the audit entries), RQ enqueue and one realtime trip once committed.
 Nothing else runs on the request path: no subprocess, no recomputation for other readers.
 
-Several submits can share that transaction (`submit_jobs`, a group commit): the API hands it
+Several submits can share that transaction (`write_jobs`, a group commit): the API hands it
 the submits that arrived in one server process while the previous transaction was running, so
-the database's one writer, its locks and the publishing are paid once per group, not per job."""
+the database's one writer, its locks and the publishing are paid once per group, not per job.
+The API answers once the jobs are written and settles them (RQ, realtime) after: the database
+says what has to run, so an attempt whose enqueue is lost is handed to RQ again by the
+reconciler."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -21,9 +24,9 @@ from gateway.models import ModelCredential
 from jobs import workspace
 from jobs.errors import BadInput, ServiceError, TooLarge
 from jobs.models import Agent, Attempt, AuditEntry, Job, JobStatus, Repository, Team
-from jobs.services.announce import announce_submitted
+from jobs.services.announce import publish_submitted
 from jobs.services.audit import append, audit_entry
-from jobs.services.dispatch import dispatch
+from jobs.services.dispatch import dispatch, enqueue
 from jobs.services.lifecycle import queued_attempts
 from jobs.services.repositories import find_repository, resolve_ref
 from jobs.validation import check_http_url
@@ -60,30 +63,55 @@ def submit_job(user: Any, **fields: Any) -> Job:
 
 
 def submit_jobs(submissions: Sequence[Submission]) -> list[Job | Exception]:
-    """Each submission's new job, or the error that refused it (a ServiceError, or the database's
-    error), in order. The valid ones are written in one transaction; if that fails, each is
-    tried alone, so one submit's database error costs no other submit its job."""
+    """Each submission's new job, or the error that refused it, in order (see write_jobs); the
+    new jobs are settled once the caller's transaction, if any, commits."""
+    written = write_jobs(submissions)
+    transaction.on_commit(written.settle, robust=True)
+    return written.outcomes
+
+
+@dataclass
+class Written:
+    """Submits written to the database: each one's job or the error that refused it (a
+    ServiceError, or the database's error), and what `settle` does once they are committed:
+    hand the dispatched attempts to RQ and publish the new jobs to their teams' dashboards."""
+
+    outcomes: list[Job | Exception] = field(default_factory=list)
+    handoff: list[Attempt] = field(default_factory=list)
+    created: list[tuple[Job, Attempt]] = field(default_factory=list)
+
+    def settle(self) -> None:
+        for attempt in self.handoff:
+            enqueue(attempt)
+        if self.created:
+            publish_submitted(self.created)
+
+
+def write_jobs(submissions: Sequence[Submission]) -> Written:
+    """The valid submissions are written in one transaction; if that fails, each is tried
+    alone, so one submit's database error costs no other submit its job. Settling is the
+    caller's (submit_jobs, or the API once it has answered)."""
     lookups = _Lookups()
-    outcomes: list[Job | Exception] = []
+    written = Written()
     for submission in submissions:
         try:
-            outcomes.append(_prepare(submission, lookups))
+            written.outcomes.append(_prepare(submission, lookups))
         except ServiceError as exc:
-            outcomes.append(exc)
-    ready = {n: job for n, job in enumerate(outcomes) if isinstance(job, Job)}
+            written.outcomes.append(exc)
+    ready = {n: job for n, job in enumerate(written.outcomes) if isinstance(job, Job)}
     if len(ready) == 1:
-        _commit(list(ready.values()))
+        _commit(list(ready.values()), written)
     elif ready:
         try:
-            _commit(list(ready.values()))
+            _commit(list(ready.values()), written)
         except DatabaseError:
             for n, job in ready.items():
                 job.pk, job._state.adding = None, True
                 try:
-                    _commit([job])
+                    _commit([job], written)
                 except DatabaseError as exc:
-                    outcomes[n] = exc
-    return outcomes
+                    written.outcomes[n] = exc
+    return written
 
 
 class _Lookups:
@@ -158,15 +186,17 @@ def _prepare(submission: Submission, lookups: _Lookups) -> Job:
     )
 
 
-def _commit(jobs: list[Job]) -> None:
+def _commit(jobs: list[Job], written: Written) -> None:
+    handoff: list[Attempt] = []
     with transaction.atomic():
         Job.objects.bulk_create(jobs)
         created = queued_attempts(jobs)
         # Team rows, then the audit chain's head: the lock order every writer keeps.
         for team_id in sorted({job.team_id for job in jobs}):
-            dispatch(team_id)
+            dispatch(team_id, handoff=handoff)
         append([_submitted(job) for job in jobs])
-        announce_submitted([(job, _latest(created, job)) for job in jobs])
+    written.handoff += handoff
+    written.created += [(job, _latest(created, job)) for job in jobs]
 
 
 def _submitted(job: Job) -> AuditEntry:
