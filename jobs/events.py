@@ -198,12 +198,15 @@ def publish_job(job: Job, summary: dict[str, Any], counter: dict[str, int]) -> N
 
 def publish_new_jobs(jobs: list[tuple[Job, dict[str, Any], dict[str, int]]]) -> None:
     """New jobs (each with its summary and its team's header counter) to their teams' dashboards
-    in one trip; a new job has no page open yet, so it costs one message."""
+    in one trip; a new job has no page open yet, so it costs one message. The caller does not
+    wait for the trip: nothing it does next depends on it, and it stays in order with what this
+    process publishes after."""
     _send_all(
         [
             (team_group(job.team_id), {"type": "job.update", "job": summary, "counter": counter})
             for job, summary, counter in jobs
-        ]
+        ],
+        wait=False,
     )
 
 
@@ -213,23 +216,25 @@ def send(groups: str | list[str], message: dict[str, Any]) -> None:
     _send_all([(name, message) for name in names])
 
 
-def _send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
+def _send_all(messages: list[tuple[str, dict[str, Any]]], *, wait: bool = True) -> None:
     # Realtime delivery is best effort: the database already holds the events and clients catch
     # up with ?after=seq, so a Redis hiccup must not fail the attempt.
     layer = get_channel_layer()
     if layer is None:
         return
+    groups = ", ".join(sorted({n for n, _ in messages}))
 
     async def send_all() -> None:
-        for name, message in messages:
-            await layer.group_send(name, message)
+        try:
+            for name, message in messages:
+                await layer.group_send(name, message)
+        except Exception:  # noqa: BLE001
+            log.warning("could not publish to %s", groups, exc_info=True)
 
     try:
-        _publisher.run(send_all(), timeout=PUBLISH_TIMEOUT)
+        _publisher.run(send_all(), timeout=PUBLISH_TIMEOUT if wait else None)
     except Exception:  # noqa: BLE001
-        log.warning(
-            "could not publish to %s", ", ".join(sorted({n for n, _ in messages})), exc_info=True
-        )
+        log.warning("could not publish to %s", groups, exc_info=True)
 
 
 PUBLISH_TIMEOUT = 5.0
@@ -246,8 +251,11 @@ class _Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = 0
 
-    def run(self, coro: Coroutine[Any, Any, None], timeout: float) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._running_loop()).result(timeout)
+    def run(self, coro: Coroutine[Any, Any, None], timeout: float | None) -> None:
+        """Hand `coro` to the loop; wait up to `timeout` seconds for it, or not at all (None)."""
+        sent = asyncio.run_coroutine_threadsafe(coro, self._running_loop())
+        if timeout is not None:
+            sent.result(timeout)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:

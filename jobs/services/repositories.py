@@ -105,8 +105,11 @@ def find_repository(user: Any, name: str) -> Repository:
     if not name:
         raise BadInput("Name the repository to work on.", field="repo")
     team_name, _, repo_name = name.rpartition("/")
-    found = Repository.objects.filter(team__in=access.teams(user), name=repo_name).select_related(
-        "team"
+    # Its secrets and credentials stay sealed (and unread) until something asks for them.
+    found = (
+        Repository.objects.filter(team__in=access.teams(user), name=repo_name)
+        .select_related("team")
+        .defer("secrets", "credentials")
     )
     if team_name:
         found = found.filter(team__name=team_name)

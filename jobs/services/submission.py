@@ -218,7 +218,11 @@ def _latest(attempts: list[Attempt], job: Job) -> Attempt:
 
 def _find_agent(team: Team, name: str) -> Agent:
     # The team's own agent of that name wins over a built-in preset.
-    found = Agent.objects.filter(Q(team=team) | Q(team=None), name=name).order_by("team_id")
+    found = (
+        Agent.objects.filter(Q(team=team) | Q(team=None), name=name)
+        .order_by("team_id")
+        .defer("secrets")  # unread by a submit, so never unsealed for one
+    )
     agent = next((a for a in found if a.team_id is not None), None) or next(iter(found), None)
     if agent is None:
         names = sorted(
