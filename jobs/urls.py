@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("jobs/submit", views.submit, name="job-submit"),
     path("jobs/<str:public_id>/", views.job_page, name="job"),
+    path("jobs/<str:public_id>/actions", views.job_actions, name="job-actions"),
     path("jobs/<str:public_id>/log.txt", views.job_log, name="job-log"),
     path("jobs/<str:public_id>/review/", views.review_page, name="job-review"),
     path("jobs/<str:public_id>/review/panel", views.review_panel, name="job-review-panel"),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from itertools import zip_longest
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
@@ -104,15 +105,37 @@ def job_page(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         request,
         "jobs/job.html",
         {
-            "job": job,
             "attempts": attempts,
-            "attempt": attempt,
             "usage": _usage(job, attempt),
-            "can_cancel": access.can_cancel(request.user, job)
-            and job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
-            "can_rerun": job.status not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.MERGED),
+            **_actions(request, job, attempt),
         },
     )
+
+
+@login_required
+def job_actions(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
+    """The job page's controls as the job's state now allows them (fetched on job-changed)."""
+    job = _job(request, public_id)
+    attempt = _chosen_attempt(request, list(job.attempts.order_by("number")))
+    return render(request, "jobs/_job_actions.html", _actions(request, job, attempt))
+
+
+def _actions(request: HtmxHttpRequest, job: Job, attempt: Attempt | None) -> dict[str, Any]:
+    """What the job's controls need: cancel while it waits or runs (its submitter or a
+    reviewer), re-run once it has ended short of a merge, and the review page once there is a
+    result to decide on, or decisions to read."""
+    unsettled = job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    return {
+        "job": job,
+        "attempt": attempt,
+        "can_cancel": unsettled and access.can_cancel(request.user, job),
+        "can_rerun": not unsettled and job.status != JobStatus.MERGED,
+        "review_link": "Review"
+        if job.status in REVIEWABLE
+        else "Reviews"
+        if job.status in (JobStatus.MERGED, JobStatus.REJECTED)
+        else "",
+    }
 
 
 def _usage(job: Job, attempt: Attempt | None) -> dict[str, Any] | None:
@@ -207,6 +230,7 @@ def _review_context(request: HtmxHttpRequest, job: Job) -> dict[str, Any]:
         "reviews": job.reviews_qs().order_by("created_at").prefetch_related("line_comments"),
         "approvals": services.approvals(attempt) if attempt and attempt.diff_hash else 0,
         "why_not_review": _why_not_review(request.user, job, member, attempt),
+        "why_not_approve": _why_not_approve(request.user, job, attempt),
         # The form only while a decision can still be taken; after that, the reason alone.
         "reviewable": job.status in REVIEWABLE,
         "can_merge": member is not None and member.can_review and job.status == JobStatus.APPROVED,
@@ -232,6 +256,16 @@ def _why_not_review(user: Any, job: Job, member: Any, attempt: Attempt | None) -
         return f"Nothing to review: the job is {job.get_status_display().lower()}."
     if attempt is None or not attempt.result_commit:
         return "This attempt has no result to review."
+    return ""
+
+
+def _why_not_approve(user: Any, job: Job, attempt: Attempt | None) -> str:
+    """Why Approve is disabled beyond why_not_review: a merge conflict is for a change or a
+    re-run, and an approval counts once."""
+    if job.status == JobStatus.CONFLICT:
+        return "The result conflicts with its target branch: request changes, re-run or reject."
+    if attempt is not None and attempt.diff_hash and services.has_approved(user, attempt):
+        return f"You approved attempt {attempt.number} already."
     return ""
 
 
@@ -327,13 +361,13 @@ def _panel_response(request: HtmxHttpRequest, job: Job, error: str, **typed: Any
 @login_required
 @require_POST
 def cancel_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
-    return _act(request, public_id, services.cancel_job)
+    return _act(request, public_id, services.cancel_job, "Job {job} is cancelled.")
 
 
 @login_required
 @require_POST
 def rerun_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
-    return _act(request, public_id, services.rerun_job)
+    return _act(request, public_id, services.rerun_job, "Job {job} is queued again.")
 
 
 @login_required
@@ -352,17 +386,24 @@ def reproduce_action(request: HtmxHttpRequest, public_id: str, number: int) -> H
 @login_required
 @require_POST
 def push_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
-    return _act(request, public_id, services.push_job)
+    return _act(request, public_id, services.push_job, "Job {job}'s result is being pushed.")
 
 
 def _act(
-    request: HtmxHttpRequest, public_id: str, action: Callable[[Any, Job], object]
+    request: HtmxHttpRequest,
+    public_id: str,
+    action: Callable[[Any, Job], object],
+    done: str,
 ) -> HttpResponse:
+    """Do `action` and go back to the job's page, saying what happened: `done`, or why it
+    could not be done (the job moved on since the page was drawn, the user may not)."""
     job = _job(request, public_id)
     try:
         action(request.user, job)
-    except ServiceError:
-        pass  # the page it returns to shows the job's real state either way
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, done.format(job=job.public_id))
     return redirect("job", public_id=job.public_id)
 
 

@@ -68,12 +68,14 @@ class TestGate:
         services.review_job(erin, job, "approve")
         assert Job.objects.get(pk=job.pk).status == JobStatus.APPROVED
 
-    def test_the_same_reviewer_approving_twice_counts_once(self, alice, bob, team, repo):
+    def test_the_same_reviewer_cannot_approve_twice(self, alice, bob, team, repo):
         shell_agent(team, name="careful", required_approvals=2)
         job = finished_job(alice, agent="careful")
         services.review_job(bob, job, "approve")
-        services.review_job(bob, job, "approve")
+        with pytest.raises(Conflict, match="approved attempt 1 of job .* already"):
+            services.review_job(bob, job, "approve")
         assert Job.objects.get(pk=job.pk).status == JobStatus.NEEDS_REVIEW
+        assert job.audit.filter(action="review.approve").count() == 1
 
     def test_reject_ends_the_job(self, alice, bob, repo):
         job = finished_job(alice)

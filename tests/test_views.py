@@ -135,6 +135,32 @@ def test_cancel_and_rerun_buttons_act_and_return_to_the_job(client, alice, repo)
     assert list(job.attempts.values_list("number", "status")) == [(1, "cancelled"), (2, "queued")]
 
 
+def test_the_job_page_says_what_an_action_did_and_why_a_stale_one_could_not(client, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    client.force_login(alice)
+    page = client.post(f"/jobs/{job.public_id}/cancel", follow=True).content.decode()
+    assert f"Job {job.public_id} is cancelled." in page
+    # A Cancel left on a page drawn before the job ended.
+    page = client.post(f"/jobs/{job.public_id}/cancel", follow=True).content.decode()
+    assert f"Job {job.public_id} is cancelled; there is nothing to cancel." in page
+
+
+def test_the_job_pages_controls_follow_its_state(client, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    client.force_login(alice)
+
+    def controls() -> str:
+        return client.get(f"/jobs/{job.public_id}/actions").content.decode()
+
+    queued = controls()
+    assert 'data-role="cancel"' in queued
+    assert 'data-role="rerun"' not in queued and 'data-role="review-link"' not in queued
+    services.cancel_job(alice, job)
+    cancelled = controls()
+    assert 'data-role="cancel"' not in cancelled and 'data-role="rerun"' in cancelled
+    assert 'data-role="review-link"' not in cancelled  # nothing to review
+
+
 def test_review_page_explains_why_the_submitter_cannot_approve(client, alice, repo):
     from tests.test_review import finished_job
 

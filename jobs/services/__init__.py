@@ -38,7 +38,7 @@ from jobs.services.repositories import (
 )
 from jobs.services.reproduce import reproduce_attempt
 from jobs.services.results import approvals, result_attempt
-from jobs.services.review import review_job
+from jobs.services.review import has_approved, review_job
 from jobs.services.submission import (
     MAX_ATTEMPTS,
     Submission,
@@ -60,6 +60,7 @@ __all__ = [
     "find_repository",
     "finish_attempt",
     "follow_upstream",
+    "has_approved",
     "heartbeat",
     "mark_running",
     "rebuild_environment",

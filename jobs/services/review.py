@@ -58,6 +58,11 @@ def review_job(
         if job.status not in REVIEWABLE:
             raise Conflict(f"Job {job.public_id} is {job.status}, not waiting for review.")
         target = result_attempt(job, attempt)
+        if decision == Decision.APPROVE and has_approved(user, target):
+            raise Conflict(
+                f"You approved attempt {target.number} of job {job.public_id} already; "
+                "an approval counts once."
+            )
         remarks = _line_comments(target, line_comments or [])
         review = Review.objects.create(
             attempt=target,
@@ -89,6 +94,13 @@ def review_job(
             refresh_job(job)  # back to queued: the follow-up attempt waits for a worker
         announce(job, before)
     return review
+
+
+def has_approved(user: Any, attempt: Attempt) -> bool:
+    """Whether `user` approved this attempt's current diff."""
+    return Review.objects.filter(
+        attempt=attempt, reviewer=user, decision=Decision.APPROVE, diff_hash=attempt.diff_hash
+    ).exists()
 
 
 def _status_after_review(job: Job, attempt: Attempt, decision: str) -> str:

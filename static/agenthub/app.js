@@ -8,6 +8,7 @@ const SETTLED = new Set(["needs_review", "approved", "merged", "no_changes", "fi
   "failed", "cancelled", "rejected", "changes_requested", "conflict"]);
 // Endings that always alert (a check's findings too: it reported problems).
 const FAILED = new Set(["failed", "conflict", "findings"]);
+const UNSETTLED = new Set(["queued", "running"]);
 const MAX_LOG_LINES = 5000;
 const MAX_DELAY = 10000;
 
@@ -202,6 +203,9 @@ function showCurrentJob(job) {
   });
   const duration = page.querySelector("[data-role=duration]");
   if (duration) duration.dataset.finished = job.finished_at || "";
+  // A job that has ended shows its outcome, not the last progress its attempt reported.
+  const progress = page.querySelector("[data-role=progress-row]");
+  if (progress && !UNSETTLED.has(job.status)) progress.hidden = true;
   page.dataset.status = job.status;
   document.body.dispatchEvent(new Event("job-changed"));
 }
@@ -367,7 +371,11 @@ function logView(page) {
       return;
     }
     if (event.kind === "progress") {
-      if (progress) { progress.value = event.data.percent; progress.parentElement.hidden = false; }
+      if (progress) {
+        progress.value = event.data.percent;
+        // Replayed progress of a job that has ended stays hidden (showCurrentJob).
+        progress.parentElement.hidden = !UNSETTLED.has(page.dataset.status);
+      }
       if (progressText) progressText.textContent = `${event.data.percent}% ${event.text}`;
     }
     if (event.kind === "summary" || (event.kind === "status" && event.data?.reason)) showOutcome(page, event);

@@ -106,6 +106,10 @@ def test_alice_watches_her_job_go_from_queued_to_needs_review_without_reloading(
     job_page.goto(f"/jobs/{job_id}/")
     expect(job_page.locator("#log .line.kind-log .text")).to_have_text(["start"])
     expect(job_page.locator(".job-head [data-role=status]")).to_have_text("Running")
+    actions = job_page.locator("#job-actions")
+    expect(actions.locator("[data-role=cancel]")).to_be_visible()
+    expect(actions.locator("[data-role=rerun], [data-role=review-link]")).to_have_count(0)
+    job_page.evaluate("() => { window.__e2eNotReloaded = true; }")
     screenshot(job_page, "job-page-running")
     expect(job_page.locator("#log .line.kind-log .text")).to_have_text(
         ["start", "done"], timeout=JOB_TIMEOUT_MS
@@ -113,6 +117,13 @@ def test_alice_watches_her_job_go_from_queued_to_needs_review_without_reloading(
     expect(job_page.locator(".job-head [data-role=status]")).to_have_text(
         "Needs Review", timeout=JOB_TIMEOUT_MS
     )
+    # The controls follow the job without a reload: no Cancel once it has ended, Re-run and
+    # Review now that there is a result.
+    expect(actions).to_have_attribute("data-status", "needs_review")
+    expect(actions.locator("[data-role=cancel]")).to_have_count(0)
+    expect(actions.locator("[data-role=rerun]")).to_be_visible()
+    expect(actions.locator("[data-role=review-link]")).to_have_text("Review")
+    assert job_page.evaluate("() => window.__e2eNotReloaded") is True
 
     expect(card).to_have_attribute("data-status", "needs_review", timeout=JOB_TIMEOUT_MS)
     expect(card.locator(".chip[data-role=status]")).to_have_text("Needs Review")
@@ -161,6 +172,11 @@ def test_bob_is_alerted_opens_the_review_from_the_alert_approves_and_merges_as_a
 
     bob_page.click("#review-panel [data-role=approve]")
     expect(bob_page.locator("#review-panel .chip[data-role=status]")).to_have_text("Approved")
+    # An approval counts once: the button says why it is off.
+    expect(bob_page.locator("#review-panel [data-role=approve]")).to_be_disabled()
+    expect(bob_page.locator("#review-panel [data-role=why-not-approve]")).to_have_text(
+        "You approved attempt 1 already."
+    )
     bob_page.click("#review-panel [data-role=merge]")
     expect(bob_page.locator("#review-panel .chip[data-role=status]")).to_have_text("Merged")
     expect(bob_page.locator("#review-panel [data-role=merged]")).to_contain_text("Merged into main")
