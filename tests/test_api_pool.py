@@ -9,11 +9,13 @@ import asyncio
 import threading
 from typing import Any
 
+import django_rq
 import pytest
 from django.test import AsyncClient, override_settings
 
 from jobs import services
 from jobs.models import ApiToken, AuditEntry, Job
+from jobs.services.submission import Written
 
 pytestmark = pytest.mark.usefixtures("transactional_db")  # the pool's threads see commits only
 
@@ -43,19 +45,28 @@ def bearer(user: Any) -> dict[str, str]:
 
 
 def test_submit_get_and_list_answer_from_the_pool(alice, repo, monkeypatch):
-    threads = set()
-    submit_jobs = services.submit_jobs
+    threads: dict[str, str] = {}
+    write_jobs, settle = services.write_jobs, Written.settle
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.add(threading.current_thread().name)
-        return submit_jobs(*args, **kwargs)
+    def spy_write(*args: Any, **kwargs: Any) -> Any:
+        threads["write"] = threading.current_thread().name
+        return write_jobs(*args, **kwargs)
 
-    monkeypatch.setattr(services, "submit_jobs", spy)
+    def spy_settle(written: Written) -> None:
+        threads["settle"] = threading.current_thread().name
+        settle(written)
+
+    monkeypatch.setattr(services, "write_jobs", spy_write)
+    monkeypatch.setattr(Written, "settle", spy_settle)
     (submitted,) = run(("post", "/api/v1/jobs", SUBMIT), **bearer(alice))
     assert submitted.status_code == 202, submitted.json()
     public_id = submitted.json()["id"]
-    assert Job.objects.get(public_id=public_id).attempts.get().status == "queued"
-    assert threads and threading.main_thread().name not in threads
+    attempt = Job.objects.get(public_id=public_id).attempts.get()
+    assert attempt.status == "queued" and attempt.dispatched_at is not None
+    # Written, then settled (handed to RQ) after the answer, both in the pool.
+    assert set(threads) == {"write", "settle"}
+    assert threading.main_thread().name not in threads.values()
+    assert [job.args[0] for job in django_rq.get_queue("default").get_jobs()] == [attempt.pk]
 
     got, listed = run(
         ("get", f"/api/v1/jobs/{public_id}", {}), ("get", "/api/v1/jobs", {}), **bearer(alice)
@@ -108,13 +119,13 @@ def test_concurrent_submits_share_a_transaction_and_each_gets_its_own_answer(
     alice, repo, monkeypatch
 ):
     groups: list[int] = []
-    submit_jobs = services.submit_jobs
+    write_jobs = services.write_jobs
 
     def spy(submissions: Any) -> Any:
         groups.append(len(submissions))
-        return submit_jobs(submissions)
+        return write_jobs(submissions)
 
-    monkeypatch.setattr(services, "submit_jobs", spy)
+    monkeypatch.setattr(services, "write_jobs", spy)
     headers = bearer(alice)
     bodies = [{**SUBMIT, "title": f"job {n}"} for n in range(8)]
     bodies[3] = {**SUBMIT, "agent": "no-such-agent"}
