@@ -82,9 +82,10 @@ def submit(request: HtmxHttpRequest) -> HttpResponse:
         except ServiceError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.detail)
     if not request.htmx:
-        return (
-            redirect("dashboard") if job else render(request, "jobs/dashboard.html", {"form": form})
-        )
+        if job is None:
+            return render(request, "jobs/dashboard.html", {"form": form})
+        messages.success(request, f"Job {job.public_id} queued: {job.title}")
+        return redirect("dashboard")
     if job is None:
         return render(request, "jobs/_submit_form.html", {"form": form})
     # The form comes back empty, and the new card lands on top of the list (out of band).
@@ -290,7 +291,9 @@ def review_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     form = ReviewForm(request.POST)
     line_comments = _posted_line_comments(request.POST)
     error = ""
-    if form.is_valid():
+    if form.is_valid() and form.cleaned_data["decision"] == "reject" and not _said(form):
+        error = "Say why you reject it in the comment: a reject ends the job, and it tells why."
+    elif form.is_valid():
         try:
             services.review_job(
                 request.user,
@@ -313,6 +316,10 @@ def review_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     return trigger_client_event(
         response, "review-decided", {"decision": form.cleaned_data["decision"]}
     )
+
+
+def _said(form: ReviewForm) -> bool:
+    return bool(form.cleaned_data["comment"].strip())
 
 
 def _posted_line_comments(post: QueryDict) -> list[dict[str, Any]]:

@@ -335,3 +335,13 @@ def test_the_review_page_gives_line_comments_what_they_need(client, alice, bob, 
     assert '<script src="/static/agenthub/review.js" defer></script>' in page
     assert '<div class="diff-scroll" data-path="app.py">' in page
     assert 'data-role="pending-comments" hidden' in page
+
+
+def test_a_reject_from_the_review_page_needs_a_reason(client, alice, bob, repo):
+    job = job_to_review(alice)
+    client.force_login(bob)
+    refused = decide(client, job, "reject", comment="  ").content.decode()
+    assert "Say why you reject it in the comment" in refused
+    assert Job.objects.get(pk=job.pk).status == "needs_review"
+    decide(client, job, "reject", comment="Not this way: the tests go first.")
+    assert Job.objects.get(pk=job.pk).status == "rejected"

@@ -455,7 +455,19 @@ function logView(page) {
   return socket;
 }
 
+/* A button with data-confirm asks before its form is sent (Cancel, Revoke, Remove): in the
+ * capture phase, so neither the browser nor htmx sends a form the person did not confirm. */
+function confirmDestructive(event) {
+  const question = event.submitter && event.submitter.dataset.confirm;
+  if (question && !window.confirm(question)) {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }
+}
+
 /* --- start ---------------------------------------------------------------------------------- */
+
+document.addEventListener("submit", confirmDestructive, true);
 
 document.addEventListener("DOMContentLoaded", () => {
   const icon = document.getElementById("favicon");

@@ -5,12 +5,14 @@ carol (of another team) sees nothing."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from jobs import services
 from notify.models import NotificationPreference
+from tests.conftest import job_status
 from tests.e2e.conftest import JOB_TIMEOUT_MS, wait_for_socket
 
 pytestmark = pytest.mark.slow
@@ -89,6 +91,9 @@ def test_alice_watches_her_job_go_from_queued_to_needs_review_without_reloading(
     # No worker yet: the job stays queued until the test lets it run.
     job_id = submit(page, "say hello", "echo start; sleep 3; echo hello > hello.txt; echo done")
     card = card_of(page, job_id)
+    submitted = page.locator("#submit-form [data-role=submitted]")
+    expect(submitted).to_have_text(f"Job {job_id} queued: say hello")
+    expect(submitted.locator("a")).to_have_attribute("href", f"/jobs/{job_id}/")
     expect(page.locator("#job-list > .job-card").nth(1)).to_have_id(f"job-{older.public_id}")
     expect(card).to_have_attribute("data-status", "queued")
     expect(card.locator(".chip[data-role=status]")).to_have_text("Queued")
@@ -131,6 +136,38 @@ def test_alice_watches_her_job_go_from_queued_to_needs_review_without_reloading(
     trail = page.evaluate("() => window.__e2eTrail")
     assert trail == {"status": ["queued", "running", "needs_review"], "running": ["0", "1", "0"]}
     assert page.evaluate("() => window.__e2eNotReloaded") is True
+
+
+def test_cancel_asks_first_and_then_says_it_cancelled(sign_in, alice, repo, screenshot):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="waits")
+    page = sign_in(alice)
+    page.goto(f"/jobs/{job.public_id}/")
+    asked: list[str] = []
+
+    def answer(accept: bool) -> None:
+        def on_dialog(dialog: Any) -> None:
+            asked.append(dialog.message)
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        page.once("dialog", on_dialog)
+
+    answer(accept=False)
+    page.click("#job-actions [data-role=cancel]")
+    assert asked == [
+        f"Cancel job {job.public_id}? A running attempt is stopped; what it changed so far is kept."
+    ]
+    assert job_status(job.public_id) == "queued"
+
+    answer(accept=True)
+    page.click("#job-actions [data-role=cancel]")
+    expect(page.locator("[role=status].notice")).to_have_text(f"Job {job.public_id} is cancelled.")
+    expect(page.locator(".job-head [data-role=status]")).to_have_text("Cancelled")
+    expect(page.locator("#job-actions [data-role=rerun]")).to_be_visible()
+    screenshot(page, "job-page-cancelled")
+    assert job_status(job.public_id) == "cancelled"
 
 
 def test_bob_is_alerted_opens_the_review_from_the_alert_approves_and_merges_as_alice_watches(
