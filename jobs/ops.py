@@ -6,14 +6,17 @@ database, which is the source of truth for attempts; it still renders when Redis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import wraps
 from typing import Any
 
 import django_rq
 from django import forms
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
@@ -183,7 +186,23 @@ def _team_load() -> list[Team]:
     )
 
 
-@staff_member_required
+def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A page for staff: anyone else signed in is told so (403) rather than sent to the admin's
+    sign-in, and a visitor who is not signed in goes to the sign-in page."""
+
+    @login_required
+    @wraps(view)
+    def check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_staff:
+            raise PermissionDenied(
+                "This page is for AgentHub's staff: ask an administrator for what it shows."
+            )
+        return view(request, *args, **kwargs)
+
+    return check
+
+
+@staff_only
 def operations(request: HtmxHttpRequest) -> HttpResponse:
     context = health(timezone.now())
     # The page polls itself (htmx) and swaps in just the health region.
@@ -249,7 +268,7 @@ class InsightsForm(forms.Form):
         return data
 
 
-@staff_member_required
+@staff_only
 def insights_page(request: HttpRequest) -> HttpResponse:
     form = InsightsForm.for_query(request.GET)
     if not form.is_valid():

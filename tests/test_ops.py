@@ -50,20 +50,36 @@ def empty_queues():
 # --- who may enter -----------------------------------------------------------------------------
 
 
+# AgentHub's own staff pages; django-rq's dashboard keeps the admin's sign-in.
+OWN_STAFF_PAGES = ("/ops/", "/insights/")
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", STAFF_PAGES)
-def test_anonymous_visitors_are_sent_to_the_admin_login(client, path):
+@pytest.mark.parametrize("path", OWN_STAFF_PAGES)
+def test_anonymous_visitors_are_sent_to_sign_in(client, path):
     response = client.get(path)
     assert response.status_code == 302
-    assert response["Location"] == f"/admin/login/?next={path}"
+    assert response["Location"] == f"/accounts/login/?next={path}"
 
 
-@pytest.mark.parametrize("path", STAFF_PAGES)
-def test_signed_in_non_staff_are_sent_to_the_admin_login(client, alice, path):
+@pytest.mark.parametrize("path", OWN_STAFF_PAGES)
+def test_signed_in_non_staff_are_told_the_page_is_for_staff_in_the_apps_layout(client, alice, path):
     client.force_login(alice)
     response = client.get(path)
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "This page is for AgentHub&#x27;s staff" in page
+    assert 'class="topbar"' in page and "Back to the dashboard" in page
+    assert "Django administration" not in page
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_django_rqs_dashboard_keeps_the_admins_sign_in(client, alice, signed_in):
+    if signed_in:
+        client.force_login(alice)
+    response = client.get("/django-rq/")
     assert response.status_code == 302
-    assert response["Location"] == f"/admin/login/?next={path}"
+    assert response["Location"] == "/admin/login/?next=/django-rq/"
 
 
 @pytest.mark.parametrize("path", STAFF_PAGES)

@@ -345,3 +345,17 @@ def test_a_reject_from_the_review_page_needs_a_reason(client, alice, bob, repo):
     assert Job.objects.get(pk=job.pk).status == "needs_review"
     decide(client, job, "reject", comment="Not this way: the tests go first.")
     assert Job.objects.get(pk=job.pk).status == "rejected"
+
+
+def test_error_pages_are_in_the_apps_layout_with_a_way_back(client, alice, carol, repo):
+    from django.template.loader import render_to_string
+
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    client.force_login(carol)
+    response = client.get(f"/jobs/{job.public_id}/")
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert 'class="topbar"' in page and "Back to the dashboard" in page
+    assert "it belongs to a team you are not in" in page
+    # Django renders 500.html without a request: it must render from nothing.
+    assert "Something went wrong on our side" in render_to_string("500.html")
