@@ -197,6 +197,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "notify.context_processors.notifications",
                 "jobs.teams.manage_link",
+                "jobs.review_queue.waiting",
             ],
         },
     },

@@ -35,6 +35,17 @@ def visible_jobs(user: Any) -> QuerySet[Job]:
     )
 
 
+def awaiting_review(user: Any) -> QuerySet[Job]:
+    """Jobs with a result waiting for a decision that this user may take: in teams where they
+    review, submitted by someone else."""
+    reviewing = memberships(user).filter(role__in=(Role.REVIEWER, Role.ADMIN))
+    return (
+        visible_jobs(user)
+        .filter(status=JobStatus.NEEDS_REVIEW, team__in=reviewing.values("team"))
+        .exclude(submitter_id=user.pk)
+    )
+
+
 def get_job(user: Any, public_id: str) -> Job:
     """The job if the user belongs to its team; otherwise NotFound, never a hint it exists."""
     job = visible_jobs(user).filter(public_id=public_id).first()

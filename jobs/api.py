@@ -558,7 +558,12 @@ def rerun_job(
     data: schemas.RerunIn | None = None,
 ) -> Any:
     job = access.get_job(request.auth, id)
-    attempt = services.rerun_job(request.auth, job, pin_image=bool(data and data.pin_image))
+    attempt = services.rerun_job(
+        request.auth,
+        job,
+        pin_image=bool(data and data.pin_image),
+        instruction=data.instruction if data else "",
+    )
     return Status(202, {"id": job.public_id, "status": JobStatus.QUEUED, "attempt": attempt.number})
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.db.models import Q
+from django.db.models import F, Q
 
 from jobs import access
 from jobs.models import Agent, Repository
@@ -40,11 +40,23 @@ class SubmitForm(forms.Form):
             (f"{r.team.name}/{r.name}", f"{r.team.name}/{r.name}" if several else r.name)
             for r in repos
         ]
-        agents = Agent.objects.filter(Q(team__in=teams) | Q(team=None)).order_by("name")
-        names = list(dict.fromkeys(a.name for a in agents))
-        self.fields["agent"].choices = [(name, name) for name in names]  # type: ignore[attr-defined]
+        # A team's own agent of a name comes before the built-in preset of that name (as submit
+        # chooses it), and its description is the one shown.
+        agents = Agent.objects.filter(Q(team__in=teams) | Q(team=None)).order_by(
+            "name", F("team_id").asc(nulls_last=True)
+        )
+        described = {a.name: a.description for a in reversed(list(agents))}
+        names = sorted(described)
+        self.fields["agent"].choices = [  # type: ignore[attr-defined]
+            (name, f"{name} — {_short(described[name])}" if described[name] else name)
+            for name in names
+        ]
         if "shell" in names and not self.initial.get("agent"):
             self.initial["agent"] = "shell"
+
+
+def _short(text: str, most: int = 70) -> str:
+    return text if len(text) <= most else text[: most - 1].rstrip() + "…"
 
 
 class ReviewForm(forms.Form):

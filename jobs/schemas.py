@@ -304,6 +304,9 @@ class RerunIn(Schema):
     pin_image: bool = Field(
         False, strict=True, description="Run in the image the latest attempt used"
     )
+    instruction: str = Field(
+        "", description="What this round is asked instead of the submitted instruction"
+    )
 
 
 class Rerun(Schema):

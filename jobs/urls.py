@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from jobs import api, tokens, views
+from jobs import api, review_queue, tokens, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -21,6 +21,7 @@ urlpatterns = [
     ),
     path("jobs/<str:public_id>/push", views.push_action, name="job-push"),
     path("jobs/<str:public_id>/diff/file", views.diff_file, name="job-diff-file"),
+    path("review-waiting", review_queue.badge, name="review-waiting"),
     path("settings/tokens/", tokens.page, name="tokens"),
     path("settings/tokens/<int:token_id>/revoke", tokens.revoke_view, name="token-revoke"),
     # Without ninja's URL namespace, so that the API's names (api-job, …) are plain ones.

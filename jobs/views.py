@@ -4,11 +4,13 @@ jobs.access, changes through jobs.services, live updates through jobs.consumers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from itertools import zip_longest
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -24,7 +26,8 @@ from jobs.forms import ReviewForm, SubmitForm
 from jobs.models import Attempt, Job, JobStatus, LineComment, Role
 from jobs.streaming import Lines, batched
 
-FILTERS = ("status", "repo", "agent", "mine")
+FILTERS = ("status", "repo", "agent", "mine", "review")
+JOBS_PER_PAGE = 50
 PAGE_DIFF_LINES = 3000
 
 
@@ -41,8 +44,17 @@ def _job(request: HtmxHttpRequest, public_id: str) -> Job:
 
 @login_required
 def dashboard(request: HtmxHttpRequest) -> HttpResponse:
-    jobs = _filtered(request, access.visible_jobs(request.user))[:100]
-    context = {"jobs": jobs, "filters": _filter_context(request), "statuses": JobStatus.choices}
+    shown = Paginator(_filtered(request, access.visible_jobs(request.user)), JOBS_PER_PAGE)
+    page = shown.get_page(request.GET.get("page"))
+    filters = _filter_context(request)
+    context = {
+        "jobs": page,
+        "page": page,
+        "filters": filters,
+        "filtered": any(filters["values"].values()),
+        "query": _query_without_page(request),
+        "statuses": JobStatus.choices,
+    }
     if request.htmx and request.htmx.target == "job-list":
         return render(request, "jobs/_job_list.html", context)
     return render(
@@ -59,7 +71,16 @@ def _filtered(request: HtmxHttpRequest, jobs: QuerySet[Job]) -> QuerySet[Job]:
         jobs = jobs.filter(agent__name=agent)
     if request.GET.get("mine"):
         jobs = jobs.filter(submitter_id=request.user.pk)
+    if request.GET.get("review"):
+        jobs = jobs.filter(pk__in=access.awaiting_review(request.user).values("pk"))
     return jobs.order_by("-created_at", "-pk")
+
+
+def _query_without_page(request: HtmxHttpRequest) -> str:
+    """The filters of this request as a query string, for the pages' links."""
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
 
 
 def _filter_context(request: HtmxHttpRequest) -> dict[str, Any]:
@@ -374,7 +395,9 @@ def cancel_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
 @login_required
 @require_POST
 def rerun_action(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
-    return _act(request, public_id, services.rerun_job, "Job {job} is queued again.")
+    """Re-run, with the instruction edited first when the form sent one."""
+    rerun = partial(services.rerun_job, instruction=request.POST.get("instruction", ""))
+    return _act(request, public_id, rerun, "Job {job} is queued again.")
 
 
 @login_required

@@ -93,8 +93,19 @@ def should_push(prefs: NotificationPreference, status: str, duration: timedelta)
     return duration >= timedelta(seconds=prefs.alert_after_seconds)
 
 
+# A person's decision is timed from the submit (the wait it ends), not by the run before it.
+DECIDED = (
+    JobStatus.APPROVED,
+    JobStatus.MERGED,
+    JobStatus.REJECTED,
+    JobStatus.CHANGES_REQUESTED,
+    JobStatus.CONFLICT,
+)
+
+
 def job_duration(job: Job) -> timedelta:
-    return (job.finished_at or timezone.now()) - job.created_at
+    ended = None if job.status in DECIDED else job.finished_at
+    return (ended or timezone.now()) - job.created_at
 
 
 def payload(job: Job) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from jobs.models import Attempt, AuditEntry, Job, Membership
 
@@ -213,3 +214,21 @@ def test_a_wrong_method_is_a_json_405_naming_the_allowed_ones(api, alice):
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
     assert "POST" in response.json()["detail"] and "POST" in response["Allow"]
+
+
+def test_a_rerun_can_ask_a_changed_instruction_and_keeps_the_submitted_one(api, alice, repo):
+    public_id = submit(api(alice)).json()["id"]
+    api(alice).post(f"/api/v1/jobs/{public_id}/cancel")
+    answer = api(alice).post(
+        f"/api/v1/jobs/{public_id}/rerun", {"instruction": "echo second try > try.txt"}
+    )
+    assert answer.status_code == 202 and answer.json()["attempt"] == 2
+    job = Job.objects.get(public_id=public_id)
+    assert job.prompt != "echo second try > try.txt"  # as submitted
+    assert job.attempts.get(number=2).instruction == "echo second try > try.txt"
+    assert job.audit.get(action="job.rerun").data["instruction_changed"] is True
+
+    api(alice).post(f"/api/v1/jobs/{public_id}/cancel")
+    too_long = "x" * (settings.AGENTHUB_MAX_PROMPT_BYTES + 1)
+    refused = api(alice).post(f"/api/v1/jobs/{public_id}/rerun", {"instruction": too_long})
+    assert refused.status_code == 413 and refused.json()["field"] == "instruction"

@@ -421,6 +421,17 @@ def test_push_follows_the_alert_threshold_and_do_not_disturb(
     assert services.should_push(wanted, status, timedelta(seconds=seconds)) is pushed
 
 
+def test_a_decision_is_timed_from_the_submit_not_by_the_run_before_it(
+    repo: Repository, alice: User
+) -> None:
+    # The run took a second, two minutes ago; bob merged it now: alice waited two minutes.
+    job = settled_job(repo, alice, JobStatus.MERGED, seconds=120)
+    job.finished_at = job.created_at + timedelta(seconds=1)
+    assert services.job_duration(job) >= timedelta(seconds=120)
+    job.status = JobStatus.NO_CHANGES  # an ending the run itself reached: the run's time
+    assert services.job_duration(job) == timedelta(seconds=1)
+
+
 def test_notification_names_the_job_in_plain_text(repo: Repository, alice: User) -> None:
     job = settled_job(repo, alice, JobStatus.NEEDS_REVIEW)
     job.title = "Fix <b>everything</b>\n" + "x" * 300

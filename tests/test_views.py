@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import pytest
 from asgiref.sync import async_to_sync
 
-from jobs import services
+from jobs import services, views
 from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +63,7 @@ def test_dashboard_filters_return_just_the_list_for_htmx(client, alice, repo):
     )
     body = response.content.decode()
     assert body.lstrip().startswith('<div id="job-list"')
-    assert "first task" not in body and "No jobs yet" in body
+    assert "first task" not in body and "No job matches this filter." in body
 
 
 def test_submitting_from_the_form_returns_a_fresh_form_and_the_new_card(client, alice, repo):
@@ -359,3 +361,81 @@ def test_error_pages_are_in_the_apps_layout_with_a_way_back(client, alice, carol
     assert "it belongs to a team you are not in" in page
     # Django renders 500.html without a request: it must render from nothing.
     assert "Something went wrong on our side" in render_to_string("500.html")
+
+
+def test_the_dashboard_tells_an_empty_filter_from_no_jobs_and_pages_its_jobs(
+    client, alice, repo, settings
+):
+    client.force_login(alice)
+    assert "No jobs yet." in client.get("/").content.decode()
+    services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    page = client.get("/?status=merged").content.decode()
+    assert "No job matches this filter." in page and "No jobs yet." not in page
+
+    for n in range(views.JOBS_PER_PAGE):
+        services.submit_job(alice, repo="demo", agent="shell", prompt="true", title=f"job {n}")
+    first = client.get("/?agent=shell").content.decode()
+    assert first.count('class="job-card') == views.JOBS_PER_PAGE
+    assert 'href="?agent=shell&amp;page=2" rel="next"' in first
+    second = client.get("/?agent=shell&page=2").content.decode()
+    assert second.count('class="job-card') == 1
+    assert "Page 2 of 2" in second and 'href="?agent=shell&amp;page=1" rel="prev"' in second
+
+
+def test_waiting_for_my_review_is_what_this_reviewer_may_decide(client, alice, bob, repo):
+    job = job_to_review(alice)
+    services.submit_job(alice, repo="demo", agent="shell", prompt="true")  # nothing to review
+    client.force_login(bob)
+    assert 'data-count="1"' in client.get("/review-waiting").content.decode()
+    listed = client.get("/?review=1").content.decode()
+    assert listed.count('class="job-card') == 1 and f'id="job-{job.public_id}"' in listed
+    client.force_login(alice)  # her own job is not hers to review
+    assert 'data-count="0"' in client.get("/review-waiting").content.decode()
+    assert client.get("/?review=1").content.decode().count('class="job-card') == 0
+
+
+def test_the_submit_form_explains_itself(client, alice, repo):
+    from jobs import checks
+    from jobs.events import _COMMAND
+
+    client.force_login(alice)
+    page = client.get("/").content.decode()
+    # The agent's description where it is chosen; the base branch's hint where its field
+    # points (aria-describedby).
+    assert "shell — The instruction is a bash script, run in the workspace." in page
+    assert 'aria-describedby="id_base_ref_helptext"' in page
+    assert 'id="id_base_ref_helptext">Empty: the repository' in page
+    # Every workflow command the help shows is one the log understands.
+    help_text = page.split('data-role="prompt-help"')[1].split("</details>")[0]
+    shown = [html.unescape(c) for c in re.findall(r"<code>(::[^<]*)</code>", help_text)]
+    assert len(shown) == 8
+    assert all(_COMMAND.match(command) for command in shown)
+    summary = next(c for c in shown if c.startswith("::summary::"))
+    assert checks.parse(summary.removeprefix("::summary::"))["tests"]["passed"] == 10
+
+
+def test_a_team_without_a_repository_is_told_what_to_do(client, carol, other_team):
+    client.force_login(carol)
+    page = client.get("/").content.decode()
+    assert "Your team has no repository yet: ask a team admin to add one." in page
+
+
+def test_the_review_page_says_who_submitted_what_when_and_to_which_agent(client, alice, bob, repo):
+    job = job_to_review(alice)
+    client.force_login(bob)
+    page = client.get(f"/jobs/{job.public_id}/review/").content.decode()
+    said = page.split('data-role="submitted-by">')[1].split("</p>")[0]
+    assert "Submitted by <strong>alice</strong>" in said
+    assert f"{job.created_at:%Y-%m-%d %H:%M} UTC" in said and "agent shell" in said
+
+
+def test_re_run_from_the_job_page_with_a_changed_instruction(client, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    services.cancel_job(alice, job)
+    client.force_login(alice)
+    assert 'name="instruction"' in client.get(f"/jobs/{job.public_id}/actions").content.decode()
+    client.post(f"/jobs/{job.public_id}/rerun", {"instruction": "echo again > again.txt"})
+    assert job.attempts.get(number=2).instruction == "echo again > again.txt"
+    client.post(f"/jobs/{job.public_id}/cancel")
+    client.post(f"/jobs/{job.public_id}/rerun", {"instruction": "  true  "})  # as submitted
+    assert job.attempts.get(number=3).instruction == ""

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from jobs import access, checks, events, workspace
-from jobs.errors import BadInput, Conflict, Forbidden
+from jobs.errors import BadInput, Conflict, Forbidden, TooLarge
 from jobs.models import (
     ACTIVE_ATTEMPT_STATUSES,
     Attempt,
@@ -280,18 +281,28 @@ def cancel_job(user: Any, job: Job) -> Job:
     return job
 
 
-def rerun_job(user: Any, job: Job, *, pin_image: bool = False) -> Attempt:
+def rerun_job(user: Any, job: Job, *, pin_image: bool = False, instruction: str = "") -> Attempt:
     """A new attempt of the same job on the latest commit of its target branch; `pin_image`
-    runs it in the very image the latest attempt used (docker backend)."""
+    runs it in the very image the latest attempt used (docker backend); `instruction`, when
+    given and not the submitted one, is what this round is asked instead."""
+    instruction = instruction.strip()
+    if instruction == job.prompt.strip():
+        instruction = ""
+    size, limit = len(instruction.encode()), settings.AGENTHUB_MAX_PROMPT_BYTES
+    if size > limit:
+        raise TooLarge(
+            f"The instruction is {size} bytes; the limit is {limit} bytes.", field="instruction"
+        )
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         require_ended(job, "re-run")
         base = resolve_ref(job.repository, job.target_branch).commit
         pinned = _image_of_latest(job) if pin_image else ""
-        attempt = new_attempt(job, base, base)
+        attempt = new_attempt(job, base, base, instruction=instruction)
         if pinned:
             Attempt.objects.filter(pk=attempt.pk).update(card={"pinned_image": pinned})
-        requeue(user, job, "job.rerun", attempt=attempt.number, base_commit=base)
+        changed = {"instruction_changed": True} if instruction else {}
+        requeue(user, job, "job.rerun", attempt=attempt.number, base_commit=base, **changed)
     return attempt
 
 

@@ -9,6 +9,8 @@ const SETTLED = new Set(["needs_review", "approved", "merged", "no_changes", "fi
 // Endings that always alert (a check's findings too: it reported problems).
 const FAILED = new Set(["failed", "conflict", "findings"]);
 const UNSETTLED = new Set(["queued", "running"]);
+// A person's decision: timed from the submit, the wait it ends, not the run that came before.
+const DECIDED = new Set(["approved", "merged", "rejected", "changes_requested", "conflict"]);
 const MAX_LOG_LINES = 5000;
 const MAX_DELAY = 10000;
 
@@ -80,7 +82,7 @@ const notifier = {
   },
   announce(job) {
     const prefs = this.prefs();
-    const seconds = jobSeconds(job.created_at, job.finished_at);
+    const seconds = jobSeconds(job.created_at, DECIDED.has(job.status) ? "" : job.finished_at);
     const failed = FAILED.has(job.status);
     if (!failed && seconds < prefs.toastAfter) return;  // quick jobs: the list just updates
     const loud = failed || seconds >= prefs.alertAfter;
@@ -176,6 +178,10 @@ function onDashboard(message) {
   const before = known.get(job.id);
   known.set(job.id, job.status);
   placeCard(job, message.html);
+  // The header's "waiting for your review" is counted again when a job enters or leaves review.
+  if (before !== job.status && (before === "needs_review" || job.status === "needs_review")) {
+    document.body.dispatchEvent(new Event("review-queue-changed"));
+  }
   // The server says whether this user is concerned (their job, or one for them to review).
   if (message.notify && before !== job.status && SETTLED.has(job.status)) notifier.announce(job);
   if (isCurrentJob(job.id)) showCurrentJob(job);
@@ -218,7 +224,7 @@ function placeCard(job, html) {
   template.innerHTML = html.trim();  // server-rendered, autoescaped
   const card = template.content.firstElementChild;
   if (existing) existing.replaceWith(card);
-  else if (matchesFilters(job)) {
+  else if (list.dataset.page === "1" && matchesFilters(job)) {
     list.querySelector(".empty")?.remove();
     list.prepend(card);
   }
@@ -232,7 +238,21 @@ function matchesFilters(job) {
   return (!f.get("status") || f.get("status") === job.status)
     && (!f.get("repo") || f.get("repo").split("/").pop() === job.repo)
     && (!f.get("agent") || f.get("agent") === job.agent)
-    && (!f.get("mine") || job.submitter === document.body.dataset.user);
+    && (!f.get("mine") || job.submitter === document.body.dataset.user)
+    && (!f.get("review") || (job.status === "needs_review" && job.submitter !== document.body.dataset.user));
+}
+
+/* After Back or Forward, htmx puts back the list it had, but the filters' fields keep what was
+ * chosen last: set them from the address, which is what the list shows. */
+function filtersFromAddress() {
+  const form = document.getElementById("job-filters");
+  if (!form) return;
+  const query = new URLSearchParams(location.search);
+  for (const field of form.elements) {
+    if (!field.name) continue;
+    if (field.type === "checkbox") field.checked = query.get(field.name) === field.value;
+    else field.value = query.get(field.name) || "";
+  }
 }
 
 function isCurrentJob(id) {
@@ -501,6 +521,8 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   });
+  document.body.addEventListener("htmx:historyRestore", filtersFromAddress);
+  window.addEventListener("popstate", filtersFromAddress);
   document.body.addEventListener("job-submitted", () => {
     const prompt = document.getElementById("id_prompt");
     if (prompt) prompt.focus();

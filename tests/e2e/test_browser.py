@@ -138,6 +138,26 @@ def test_alice_watches_her_job_go_from_queued_to_needs_review_without_reloading(
     assert page.evaluate("() => window.__e2eNotReloaded") is True
 
 
+def test_the_filter_lives_in_the_address_and_back_restores_it(sign_in, alice, repo):
+    cancelled = services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="gone")
+    services.cancel_job(alice, cancelled)
+    services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="waiting")
+    page = sign_in(alice)
+    expect(page.locator("#job-list > .job-card")).to_have_count(2)
+
+    page.select_option("#job-filters select[name=status]", "cancelled")
+    expect(page).to_have_url(re.compile(r"\?status=cancelled"))
+    expect(page.locator("#job-list > .job-card")).to_have_count(1)
+    page.select_option("#job-filters select[name=status]", "merged")
+    expect(page.locator("#job-list [data-role=no-match]")).to_contain_text(
+        "No job matches this filter."
+    )
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"\?status=cancelled"))
+    expect(page.locator("#job-list > .job-card")).to_have_count(1)
+    expect(page.locator("#job-filters select[name=status]")).to_have_value("cancelled")
+
+
 def test_cancel_asks_first_and_then_says_it_cancelled(sign_in, alice, repo, screenshot):
     job = services.submit_job(alice, repo="demo", agent="shell", prompt="true", title="waits")
     page = sign_in(alice)
@@ -185,6 +205,8 @@ def test_bob_is_alerted_opens_the_review_from_the_alert_approves_and_merges_as_a
 
     alert = bob_page.locator(f"#toasts .toast.alert[data-job='{job_id}']")
     expect(alert).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    # The header counts what waits for bob's review, live.
+    expect(bob_page.locator("#review-waiting")).to_have_text("1 waiting for your review")
     expect(alert.locator("a")).to_have_text("add cube — needs review")
     screenshot(bob_page, "bob-alert-toast")
     alert.locator("a").click()
@@ -214,6 +236,7 @@ def test_bob_is_alerted_opens_the_review_from_the_alert_approves_and_merges_as_a
     expect(bob_page.locator("#review-panel [data-role=why-not-approve]")).to_have_text(
         "You approved attempt 1 already."
     )
+    expect(bob_page.locator("#review-waiting")).to_be_hidden()
     bob_page.click("#review-panel [data-role=merge]")
     expect(bob_page.locator("#review-panel .chip[data-role=status]")).to_have_text("Merged")
     expect(bob_page.locator("#review-panel [data-role=merged]")).to_contain_text("Merged into main")
