@@ -306,7 +306,7 @@ def test_given_line_comments_render_as_text_under_the_diff_and_in_history(client
     listed = page[page.index('data-role="submitted-line-comments"') : page.index("diff-layout")]
     assert 'data-path="app.py" data-side="new" data-line="3"' in listed
     assert ESCAPED_XSS in listed
-    history = page[page.index("<h4>History</h4>") :]
+    history = page[page.index("<h3>History</h3>") :]
     assert "approved attempt 1 · 1 line comment" in history
     assert "<code>app.py:3</code> — &lt;script&gt;alert(1)" in history
 
@@ -426,7 +426,8 @@ def test_the_review_page_says_who_submitted_what_when_and_to_which_agent(client,
     page = client.get(f"/jobs/{job.public_id}/review/").content.decode()
     said = page.split('data-role="submitted-by">')[1].split("</p>")[0]
     assert "Submitted by <strong>alice</strong>" in said
-    assert f"{job.created_at:%Y-%m-%d %H:%M} UTC" in said and "agent shell" in said
+    assert f'<time datetime="{job.created_at.isoformat()}" data-local="">' in said
+    assert f"{job.created_at:%Y-%m-%d %H:%M} UTC</time>" in said and "agent shell" in said
 
 
 def test_re_run_from_the_job_page_with_a_changed_instruction(client, alice, repo):
@@ -439,3 +440,16 @@ def test_re_run_from_the_job_page_with_a_changed_instruction(client, alice, repo
     client.post(f"/jobs/{job.public_id}/cancel")
     client.post(f"/jobs/{job.public_id}/rerun", {"instruction": "  true  "})  # as submitted
     assert job.attempts.get(number=3).instruction == ""
+
+
+def test_the_job_page_times_the_shown_attempt_waiting_and_running_apart(client, alice, repo):
+    job = services.submit_job(alice, repo="demo", agent="shell", prompt="true")
+    services.cancel_job(alice, job)
+    second = services.rerun_job(alice, job)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.public_id}/").content.decode()
+    wait = page.split('data-span="wait"')[1].split(">")[0]
+    run = page.split('data-span="run"')[1].split(">")[0]
+    # A re-run is timed from its own queueing, not the job's first submit.
+    assert f'data-created="{second.created_at.isoformat()}"' in wait
+    assert 'data-finished=""' in wait and 'data-created=""' in run

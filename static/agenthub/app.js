@@ -64,9 +64,28 @@ function jobSeconds(created, finished) {
 
 function refreshDurations() {
   document.querySelectorAll("[data-role=duration]").forEach((el) => {
-    const holder = el.dataset.created ? el : el.closest("[data-created]");
+    const holder = el.hasAttribute("data-created") ? el : el.closest("[data-created]");
     if (!holder) return;
-    el.textContent = formatDuration(jobSeconds(holder.dataset.created, holder.dataset.finished));
+    // A span that has not begun (an attempt still queued has not run) says so.
+    el.textContent = holder.dataset.created
+      ? formatDuration(jobSeconds(holder.dataset.created, holder.dataset.finished)) : "—";
+  });
+}
+
+/* --- times ----------------------------------------------------------------------------------- */
+
+/* The server writes moments in UTC, labelled (jobs/templatetags/when.py); the browser says them
+ * in its own time zone, in the same YYYY-MM-DD HH:MM form, named. */
+function localTimes(root) {
+  const pad = (n) => String(n).padStart(2, "0");
+  (root || document).querySelectorAll("time[data-local]").forEach((el) => {
+    const at = new Date(el.dateTime);
+    if (Number.isNaN(at.getTime())) return;
+    const zone = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" })
+      .formatToParts(at).find((part) => part.type === "timeZoneName");
+    const seconds = el.dataset.local === "seconds" ? `:${pad(at.getSeconds())}` : "";
+    el.textContent = `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} `
+      + `${pad(at.getHours())}:${pad(at.getMinutes())}${seconds}` + (zone ? ` ${zone.value}` : "");
   });
 }
 
@@ -207,8 +226,6 @@ function showCurrentJob(job) {
     chip.textContent = statusLabel(job.status);
     chip.className = "chip chip-" + job.status;
   });
-  const duration = page.querySelector("[data-role=duration]");
-  if (duration) duration.dataset.finished = job.finished_at || "";
   // A job that has ended shows its outcome, not the last progress its attempt reported.
   const progress = page.querySelector("[data-role=progress-row]");
   if (progress && !UNSETTLED.has(job.status)) progress.hidden = true;
@@ -370,6 +387,25 @@ function logView(page) {
   let container = log;
   let lines = 0;
 
+  /* The attempt's wait and run follow its status events: queued starts the wait, preparing
+   * (a worker took it) ends it and starts the run, an ending ends whichever is open. */
+  const wait = page.querySelector("[data-span=wait]");
+  const run = page.querySelector("[data-span=run]");
+  function spans(event) {
+    if (!wait || !run) return;
+    const status = event.data && event.data.status;
+    if (status === "queued") {
+      wait.dataset.created = event.ts;
+      wait.dataset.finished = run.dataset.created = run.dataset.finished = "";
+    } else if (status === "preparing") {
+      wait.dataset.finished = run.dataset.created = event.ts;
+    } else if (status && status !== "running") {
+      if (!wait.dataset.finished) wait.dataset.finished = event.ts;
+      if (run.dataset.created) run.dataset.finished = event.ts;
+    }
+    refreshDurations();
+  }
+
   function line(event) {
     if (ACTIVITY_KINDS.has(event.kind)) {
       if (addActivity) addActivity(event);
@@ -390,6 +426,7 @@ function logView(page) {
       if (container !== log) container = container.parentElement.closest("details.group") || log;
       return;
     }
+    if (event.kind === "status") spans(event);
     if (event.kind === "progress") {
       if (progress) {
         progress.value = event.data.percent;
@@ -493,6 +530,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const icon = document.getElementById("favicon");
   if (icon) icon.dataset.plain = icon.href;
   seedKnown();
+  localTimes();
   refreshDurations();
   setInterval(refreshDurations, 1000);
   const body = document.body;
@@ -511,6 +549,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const page = document.querySelector("[data-job-ws]");
   if (page && document.getElementById("log")) window.agenthubJob = logView(page);
   document.body.addEventListener("htmx:afterSwap", () => {
+    localTimes();
     document.querySelectorAll("template.new-card").forEach((template) => {
       const card = template.content.firstElementChild;
       template.remove();

@@ -1,6 +1,7 @@
 """Every page of the app, as a reviewer and as staff, at a desktop's 1440×900 and a phone's
 390×844: axe-core (the npm package, injected into the page) finds no serious or critical
-WCAG violation, and no page scrolls sideways."""
+WCAG violation, each page has one h1 and skips no heading level, and no page scrolls
+sideways."""
 
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ CHECK = """async () => {
 }"""
 
 
+# One h1, and no heading level skipped on the way down (axe counts these as moderate only).
+HEADINGS = """() => {
+  const levels = [...document.querySelectorAll("h1, h2, h3, h4, h5, h6")]
+    .map((h) => Number(h.tagName[1]));
+  const ones = levels.filter((level) => level === 1).length;
+  const found = ones === 1 ? [] : [`${ones} h1`];
+  levels.forEach((level, n) => {
+    if (n && level > levels[n - 1] + 1) found.push(`h${levels[n - 1]} then h${level}`);
+  });
+  return found;
+}"""
 # What sticks out past the right edge (to name it in the failure).
 WIDEST = """() => [...document.querySelectorAll("body *")]
   .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
@@ -62,6 +74,7 @@ def problems(page: Page, axe: str, path: str) -> list[str]:
         page.wait_for_load_state("networkidle")
         page.add_script_tag(content=axe)
         found += [f"{path} at {viewport['width']} px: {v}" for v in page.evaluate(CHECK)]
+        found += [f"{path}: {h}" for h in page.evaluate(HEADINGS)]
         width = page.evaluate("() => document.documentElement.scrollWidth")
         if width > viewport["width"]:
             found.append(

@@ -174,6 +174,9 @@ def test_cancel_asks_first_and_then_says_it_cancelled(sign_in, alice, repo, scre
 
         page.once("dialog", on_dialog)
 
+    # Queued: it has waited, it has not run.
+    expect(page.locator("[data-span=run]")).to_have_text("—")
+    expect(page.locator("[data-span=wait]")).to_have_text(re.compile(r"^\d+ s$"))
     answer(accept=False)
     page.click("#job-actions [data-role=cancel]")
     assert asked == [
