@@ -39,14 +39,15 @@ def pending_count(page: Page) -> Locator:
 
 
 def panel_refreshed(page: Page) -> None:
-    """Make the panel reload itself as app.js does when the job changes, and wait for it."""
+    """Make the panel reload itself as app.js does when the job changes, and wait for it (the
+    refresh replaces what the panel holds, its heading included)."""
     page.evaluate(
         """() => {
-            document.getElementById("review-panel").dataset.old = "true";
+            document.querySelector("#review-panel > h2").dataset.old = "true";
             document.body.dispatchEvent(new Event("job-changed"));
         }"""
     )
-    expect(page.locator("#review-panel:not([data-old])")).to_have_count(1)
+    expect(page.locator("#review-panel > h2:not([data-old])")).to_have_count(1)
 
 
 def test_bob_comments_on_lines_removes_one_and_requests_changes_with_the_other(
