@@ -1,5 +1,5 @@
-"""Checks of a person's input that several services share: URLs, and what an agent's
-configuration may say (its command, image, secrets' names, silent-merge patterns)."""
+"""Checks of a person's input that several services share: URLs, an instruction's size, and what
+an agent's configuration may say (its command, image, secrets' names, silent-merge patterns)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import subprocess
 from typing import Any
 
 import pathspec
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
-from jobs.errors import BadInput
+from jobs.errors import BadInput, TooLarge
 
 
 def check_http_url(url: str, field: str) -> None:
@@ -20,6 +21,13 @@ def check_http_url(url: str, field: str) -> None:
         URLValidator(schemes=["http", "https"])(url)
     except ValidationError:
         raise BadInput(f"{field} must be an http(s) URL, not {url!r}.", field=field) from None
+
+
+def check_instruction_size(text: str, field: str) -> None:
+    """At most AGENTHUB_MAX_PROMPT_BYTES, or TooLarge naming the field."""
+    size, limit = len(text.encode()), settings.AGENTHUB_MAX_PROMPT_BYTES
+    if size > limit:
+        raise TooLarge(f"The {field} is {size} bytes; the limit is {limit} bytes.", field=field)
 
 
 # A docker image reference: [registry[:port]/]path[:tag][@digest], lowercase path components.

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from jobs import access, checks, events, workspace
-from jobs.errors import BadInput, Conflict, Forbidden, TooLarge
+from jobs.errors import BadInput, Conflict, Forbidden
 from jobs.models import (
     ACTIVE_ATTEMPT_STATUSES,
     Attempt,
@@ -31,6 +30,7 @@ from jobs.services.audit import append, audit, audit_entry
 from jobs.services.dispatch import dispatch_on_commit
 from jobs.services.merge import merge_silently
 from jobs.services.repositories import resolve_ref
+from jobs.validation import check_instruction_size
 
 # Job states a person decided; a finishing attempt does not overwrite them.
 TERMINAL_JOB_STATUSES = (JobStatus.MERGED,)
@@ -288,11 +288,7 @@ def rerun_job(user: Any, job: Job, *, pin_image: bool = False, instruction: str 
     instruction = instruction.strip()
     if instruction == job.prompt.strip():
         instruction = ""
-    size, limit = len(instruction.encode()), settings.AGENTHUB_MAX_PROMPT_BYTES
-    if size > limit:
-        raise TooLarge(
-            f"The instruction is {size} bytes; the limit is {limit} bytes.", field="instruction"
-        )
+    check_instruction_size(instruction, "instruction")
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         require_ended(job, "re-run")

@@ -16,20 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 
 from gateway.models import ModelCredential
 from jobs import workspace
-from jobs.errors import BadInput, ServiceError, TooLarge
+from jobs.errors import BadInput, ServiceError
 from jobs.models import Agent, Attempt, AuditEntry, Job, JobStatus, Repository, Team
 from jobs.services.announce import publish_submitted
 from jobs.services.audit import append, audit_entry
 from jobs.services.dispatch import dispatch, enqueue
 from jobs.services.lifecycle import queued_attempts
 from jobs.services.repositories import find_repository, resolve_ref
-from jobs.validation import check_http_url
+from jobs.validation import check_http_url, check_instruction_size
 
 MAX_ATTEMPTS = 5
 # Provider model ids, Ollama tags and Hugging Face names: "gpt-5.5", "llama3.1:8b", "org/Model".
@@ -235,10 +234,7 @@ def _find_agent(team: Team, name: str) -> Agent:
 def _check_numbers(prompt: str, attempts: int, priority: int) -> None:
     if not prompt or not prompt.strip():
         raise BadInput("Write the instruction for the agent.", field="prompt")
-    size = len(prompt.encode())
-    limit = settings.AGENTHUB_MAX_PROMPT_BYTES
-    if size > limit:
-        raise TooLarge(f"The prompt is {size} bytes; the limit is {limit} bytes.", field="prompt")
+    check_instruction_size(prompt, "prompt")
     if not 1 <= attempts <= MAX_ATTEMPTS:
         raise BadInput(
             f"attempts must be from 1 to {MAX_ATTEMPTS}, not {attempts}.", field="attempts"
